@@ -1,0 +1,66 @@
+# Callsight: `make demo` runs the main job end to end on the embedded platform; `make test` runs every test.
+# Both create the virtual environments they need on a fresh machine (only Python 3.11+ and make required).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+STAMP := $(VENV)/.installed
+SAM_STAMP := $(SAM_VENV)/.installed
+export SAM_CLI_TELEMETRY := 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv demo serve test unit lint bench validate build clean
+
+help:
+	@echo "make demo      sync the demo clinic's calls end to end on the local platform (DEMO_ARGS=--keep-serving to stay up)"
+	@echo "make serve     run the local platform (PORT=8000, DEMO_CALLS=200)"
+	@echo "make test      lint + every test"
+	@echo "make lint      ruff and mypy"
+	@echo "make bench     benchmarks (sync request rate against amoCRM's 7/s limit)"
+	@echo "make validate  sam validate --lint and cfn-lint"
+	@echo "make build     sam build (needs python3.12 on PATH)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# SAM CLI pins its own boto3/pydantic versions: it lives in a venv of its own.
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli>=1.130,<2'
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m infra.demo $(DEMO_ARGS)
+
+serve: $(STAMP)
+	$(BIN)/python -m infra.serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	@for fn in functions/*/; do $(BIN)/mypy --no-error-summary $$fn/app.py || exit 1; done
+
+validate: $(STAMP) $(SAM_STAMP)
+	$(SAM_VENV)/bin/sam validate --lint
+	$(BIN)/cfn-lint template.yaml
+
+test: lint $(SAM_STAMP)
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not platform"
+
+bench: $(STAMP)
+	$(BIN)/python -m infra.bench $(BENCH_ARGS)
+
+build: $(SAM_STAMP)
+	PYENV_VERSION=$${PYENV_VERSION:-3.12.1:3.11.7} $(SAM_VENV)/bin/sam build
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .local

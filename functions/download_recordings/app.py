@@ -1,0 +1,35 @@
+"""Sync step 2 (one Map item): download one chunk's recordings to S3 with bounded concurrency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from callsight.config import DownloadRecordingsConfig
+from callsight.dal.calls import CallRepository
+from callsight.dal.recordings import ObjectStore
+from callsight.dal.table import Table
+from callsight.logic.sync import RecordingDownloader
+
+CONFIG = DownloadRecordingsConfig()
+logger = Logger()
+tracer = Tracer()
+table = Table(CONFIG.table_name)
+store = ObjectStore(CONFIG.bucket)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+    client_id, run_id, chunk_key = event["client_id"], event["run_id"], event["chunk_key"]
+    logger.append_keys(client_id=client_id, run_id=run_id, chunk=chunk_key)
+    limits = httpx.Limits(max_connections=CONFIG.download_concurrency)
+    with httpx.Client(timeout=CONFIG.download_timeout_seconds, limits=limits) as http:
+        downloader = RecordingDownloader(client_id=client_id, run_id=run_id, calls=CallRepository(table, client_id),
+                                         store=store, http=http, concurrency=CONFIG.download_concurrency,
+                                         max_bytes=CONFIG.max_recording_bytes)
+        result = downloader.run(store.get_json(chunk_key))
+    logger.info("chunk downloaded", extra=result)
+    return result

@@ -1,0 +1,1 @@
+"""Callsight shared layer: domain logic and adapters."""

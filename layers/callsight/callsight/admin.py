@@ -1,0 +1,77 @@
+"""``callsight-admin``: operator commands (register a clinic), run with the deployment's AWS credentials.
+
+    callsight-admin register-client --client-id clinic42 --subdomain clinic42 \
+        --timezone Asia/Yekaterinburg --token-file token.txt
+    callsight-admin register-client --client-id clinic42 --subdomain clinic42 \
+        --oauth-file oauth.json        # {"access_token", "refresh_token", "expires_at", "oauth_client_id", ...}
+
+The table name and the secrets' prefix come from CALLSIGHT_TABLE_NAME and CALLSIGHT_AMOCRM_SECRET_PREFIX
+(the stack's outputs). Tokens are read from files or stdin, never from the command line (shell history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+
+from callsight.config import AdminConfig
+from callsight.dal.clients import AmoCrmCredentials, AmoCrmCredentialStore, ClientProfile, ClientRepository
+from callsight.dal.table import Table
+
+
+def register_client(profile: ClientProfile, credentials: AmoCrmCredentials, *, table_name: str,
+                    secret_prefix: str) -> None:
+    """Secrets to Secrets Manager, the rest to DynamoDB. Idempotent: re-registering updates both."""
+    AmoCrmCredentialStore(secret_prefix).save(profile.client_id, credentials)
+    ClientRepository(Table(table_name)).put(profile)
+
+
+def _read(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="callsight-admin", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    reg = sub.add_parser("register-client", help="register or update a clinic")
+    reg.add_argument("--client-id", required=True)
+    reg.add_argument("--subdomain", required=True, help="amoCRM subdomain (<subdomain>.amocrm.ru)")
+    reg.add_argument("--base-url", help="amoCRM base URL when not https://<subdomain>.amocrm.ru (Kommo)")
+    reg.add_argument("--name", default="", help="the clinic's display name")
+    reg.add_argument("--timezone", default="Europe/Moscow", help="IANA time zone of the clinic")
+    reg.add_argument("--analysis-file", help="JSON file of per-clinic analysis settings")
+    auth = reg.add_mutually_exclusive_group(required=True)
+    auth.add_argument("--token-file", help="file holding a long-lived token ('-' for stdin)")
+    auth.add_argument("--oauth-file", help="JSON file of an OAuth pair and the integration's keys")
+    args = parser.parse_args(argv)
+
+    try:
+        config = AdminConfig()
+        if args.token_file:
+            credentials = AmoCrmCredentials(access_token=SecretStr(_read(args.token_file).strip()))
+            mode = "long_lived"
+        else:
+            credentials = AmoCrmCredentials.model_validate_json(_read(args.oauth_file))
+            if not credentials.can_refresh:
+                parser.error("the OAuth file needs refresh_token, oauth_client_id and oauth_client_secret")
+            mode = "oauth"
+        profile = ClientProfile(
+            client_id=args.client_id, name=args.name, amocrm_subdomain=args.subdomain,
+            amocrm_base_url=args.base_url, timezone=args.timezone, auth_mode=mode,
+            analysis=json.loads(_read(args.analysis_file)) if args.analysis_file else {},
+        )
+    except (ValidationError, OSError, json.JSONDecodeError) as exc:
+        print(f"callsight-admin: {exc}", file=sys.stderr)
+        return 2
+    register_client(profile, credentials, table_name=config.table_name, secret_prefix=config.amocrm_secret_prefix)
+    print(f"registered client {profile.client_id} ({profile.base_url}, {profile.timezone}, {mode} token)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Configuration of each function: one pydantic-settings model per function, read once at import.
+
+Every variable is prefixed ``CALLSIGHT_`` and set by template.yaml (the local platform reads the
+same template). Secrets are never configuration values: only the names of the secrets are.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Config(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLSIGHT_", frozen=True, extra="ignore")
+
+    table_name: str = Field(min_length=1)
+
+
+class StartProcessConfig(_Config):
+    sync_state_machine_arn: str = Field(min_length=1)
+    #: the sync start waits this long for the run to finish and answers 200 with the summary
+    sync_wait_seconds: float = 20.0
+    max_body_bytes: int = 16 * 1024
+    #: a lock whose execution never started (crash between lock and StartExecution) is stale after this
+    lock_grace_seconds: int = 60
+
+
+class ProcessStatusConfig(_Config):
+    pass
+
+
+class SyncCallsConfig(_Config):
+    bucket: str = Field(min_length=1)
+    amocrm_secret_prefix: str = Field(min_length=1)
+    amocrm_requests_per_second: float = Field(default=6.6, gt=0, le=7)
+    amocrm_page_size: int = Field(default=250, ge=1, le=250)
+    min_recording_seconds: int = Field(default=10, ge=0)
+    #: calls per download task (one Map item)
+    download_chunk_size: int = Field(default=50, ge=1, le=500)
+
+
+class DownloadRecordingsConfig(_Config):
+    bucket: str = Field(min_length=1)
+    download_concurrency: int = Field(default=8, ge=1, le=64)
+    download_timeout_seconds: float = 60.0
+    max_recording_bytes: int = 200 * 1024 * 1024
+
+
+class FinishRunConfig(_Config):
+    pass
+
+
+class AdminConfig(_Config):
+    amocrm_secret_prefix: str = Field(min_length=1)

@@ -1,0 +1,1 @@
+"""Data access: DynamoDB (clients, calls, counters, runs, locks), S3 and Secrets Manager."""

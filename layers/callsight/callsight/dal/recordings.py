@@ -1,0 +1,40 @@
+"""S3: recordings, and the run plans (chunks of calls) the state machines pass by reference."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import IO, Any
+
+import boto3
+
+
+@cache
+def _s3() -> Any:
+    return boto3.client("s3")
+
+
+class ObjectStore:
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+
+    def put_json(self, key: str, value: Any) -> None:
+        _s3().put_object(Bucket=self.bucket, Key=key, Body=json.dumps(value, ensure_ascii=False).encode(),
+                         ContentType="application/json")
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(_s3().get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def upload(self, key: str, stream: IO[bytes], content_type: str) -> None:
+        _s3().upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def head(self, key: str) -> dict[str, Any]:
+        return dict(_s3().head_object(Bucket=self.bucket, Key=key))
+
+
+def recording_key(client_id: str, day: str, call_id: str, extension: str) -> str:
+    return f"recordings/{client_id}/{day}/{call_id}.{extension}"
+
+
+def plan_key(client_id: str, run_id: str, name: str) -> str:
+    return f"runs/{client_id}/{run_id}/{name}.json"

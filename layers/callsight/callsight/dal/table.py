@@ -1,0 +1,155 @@
+"""The single DynamoDB table: key layout and the few primitives every repository shares.
+
+Item kinds (pk / sk):
+- client profile      ``CLIENT#<client>``              / ``PROFILE``
+- one-process lock    ``CLIENT#<client>``              / ``LOCK``
+- run of a process    ``RUN#<client>#<process>``       / ``<start>#<end>``
+- call                ``CALLS#<client>``               / ``<local day>#<call id>``
+- status counters     ``COUNTS#<client>#<process>``    / ``<local day>``
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+
+@cache
+def dynamodb_resource() -> Any:
+    return boto3.resource("dynamodb")
+
+
+def client_pk(client_id: str) -> str:
+    return f"CLIENT#{client_id}"
+
+
+def run_pk(client_id: str, process: str) -> str:
+    return f"RUN#{client_id}#{process}"
+
+
+def calls_pk(client_id: str) -> str:
+    return f"CALLS#{client_id}"
+
+
+def call_sk(day: date | str, call_id: str) -> str:
+    return f"{day}#{call_id}"
+
+
+def counts_pk(client_id: str, process: str) -> str:
+    return f"COUNTS#{client_id}#{process}"
+
+
+class ConditionFailed(Exception):
+    """A conditional write (or one action of a transaction) found the item in another state."""
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB's Decimals back to int/float, recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+class Table:
+    """A thin wrapper of one table: typed-value calls through the resource's client."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.table = dynamodb_resource().Table(name)
+        self.client = dynamodb_resource().meta.client
+
+    def get(self, pk: str, sk: str, *, consistent: bool = True) -> dict[str, Any] | None:
+        item = self.table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=consistent).get("Item")
+        return plain(item) if item else None
+
+    def query(self, pk: str, sk_from: str, sk_to: str, *, consistent: bool = True) -> list[dict[str, Any]]:
+        """Every item of ``pk`` whose sk is between the two bounds (inclusive), all pages."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :a AND :b",
+            "ExpressionAttributeValues": {":pk": pk, ":a": sk_from, ":b": sk_to},
+            "ConsistentRead": consistent,
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            items.extend(plain(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def put(self, item: dict[str, Any], *, condition: str | None = None, values: dict[str, Any] | None = None,
+            names: dict[str, str] | None = None) -> None:
+        kwargs: dict[str, Any] = {"Item": item}
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            self.table.put_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
+
+    def delete(self, pk: str, sk: str, *, condition: str | None = None, values: dict[str, Any] | None = None) -> None:
+        kwargs: dict[str, Any] = {"Key": {"pk": pk, "sk": sk}}
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self.table.delete_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
+
+    def update(self, pk: str, sk: str, expression: str, *, values: dict[str, Any] | None = None,
+               names: dict[str, str] | None = None, condition: str | None = None) -> None:
+        kwargs: dict[str, Any] = {"Key": {"pk": pk, "sk": sk}, "UpdateExpression": expression}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        try:
+            self.table.update_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
+
+    def transact(self, actions: list[dict[str, Any]]) -> None:
+        """One TransactWriteItems; actions are ``{"Put"|"Update"|...: {...}}`` without TableName."""
+        items = [{kind: {"TableName": self.name, **body}} for a in actions for kind, body in a.items()]
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
+
+    def batch_get(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Items for the keys that exist (any order), 100 keys a request, unprocessed keys retried."""
+        found: list[dict[str, Any]] = []
+        for i in range(0, len(keys), 100):
+            pending: dict[str, Any] = {
+                self.name: {"Keys": [{"pk": pk, "sk": sk} for pk, sk in keys[i:i + 100]], "ConsistentRead": True}
+            }
+            while pending:
+                answer = dynamodb_resource().batch_get_item(RequestItems=pending)
+                found.extend(plain(item) for item in answer["Responses"].get(self.name, []))
+                pending = answer.get("UnprocessedKeys") or {}
+        return found

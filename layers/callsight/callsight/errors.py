@@ -1,0 +1,39 @@
+"""Domain errors. Their class names are the error names Step Functions Retry/Catch match on."""
+
+from __future__ import annotations
+
+
+class CallsightError(Exception):
+    """Base of the errors Callsight raises on purpose."""
+
+
+class ClientNotFound(CallsightError):
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client '{client_id}' is not registered")
+        self.client_id = client_id
+
+
+class ProcessAlreadyRunning(CallsightError):
+    def __init__(self, client_id: str, process: str, execution_name: str, start_date: str, end_date: str) -> None:
+        super().__init__(
+            f"client '{client_id}' already runs the {process} process "
+            f"({start_date}..{end_date}, execution {execution_name}); wait until it finishes"
+        )
+        self.process = process
+        self.execution_name = execution_name
+
+
+class AmoCrmError(CallsightError):
+    """amoCRM answered in a way we cannot use (after retries)."""
+
+
+class AmoCrmUnavailable(AmoCrmError):
+    """amoCRM kept answering 429/5xx or malformed JSON after our retries: worth a later retry."""
+
+
+class AmoCrmAuthError(AmoCrmError):
+    """amoCRM rejected the credentials: an operator must re-register the token. Not retried."""
+
+
+class RecordingDownloadError(CallsightError):
+    """One recording could not be downloaded; recorded on that call, never fatal for the run."""

@@ -1,0 +1,74 @@
+"""What the API handlers share: error answers that name the field and the problem, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from callsight.errors import ClientNotFound, ProcessAlreadyRunning
+from callsight.models import ErrorResponse
+
+logger = Logger(child=True)
+
+
+def error(status: int, code: str, message: str, errors: list[dict[str, str]] | None = None) -> Response[Any]:
+    body = ErrorResponse(error=code, message=message, errors=errors or [])
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body.model_dump_json())
+
+
+def too_large(limit: int) -> dict[str, Any]:
+    """A proxy answer for a body over ``limit`` bytes, given before any parsing."""
+    body = ErrorResponse(error="body_too_large", message=f"the request body is over {limit} bytes",
+                         errors=[{"field": "body", "problem": f"larger than {limit} bytes"}])
+    return {"statusCode": 413, "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": body.model_dump_json()}
+
+
+def _field_errors(raw: Any) -> list[dict[str, str]]:
+    problems = []
+    for item in raw:
+        loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query")]
+        message = str(item.get("msg") or item.get("type", "invalid"))
+        message = message.removeprefix("Value error, ")
+        field = ".".join(loc) or "body"
+        if item.get("type") in ("json_invalid", "model_attributes_type") or field == "body":
+            field, message = "body", "the body must be a JSON object with client_id, start_date and end_date"
+        problems.append({"field": field, "problem": message})
+    return problems
+
+
+def install_error_handlers(app: APIGatewayRestResolver) -> None:
+    """Bad input answers 400 naming each field; domain errors their own 4xx; nothing answers a bare 500."""
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response[Any]:
+        problems = _field_errors(exc.errors())
+        return error(400, "invalid_request", "; ".join(f"{p['field']}: {p['problem']}" for p in problems), problems)
+
+    @app.exception_handler(ValidationError)
+    def _invalid_model(exc: ValidationError) -> Response[Any]:
+        problems = _field_errors(exc.errors())
+        return error(400, "invalid_request", "; ".join(f"{p['field']}: {p['problem']}" for p in problems), problems)
+
+    @app.exception_handler(ClientNotFound)
+    def _unknown_client(exc: ClientNotFound) -> Response[Any]:
+        return error(404, "client_not_found", f"{exc}; register it with callsight-admin register-client",
+                     [{"field": "client_id", "problem": "unknown client"}])
+
+    @app.exception_handler(ProcessAlreadyRunning)
+    def _busy(exc: ProcessAlreadyRunning) -> Response[Any]:
+        return error(409, "process_running", str(exc), [{"field": "client_id", "problem": f"{exc.process} is running"}])
+
+    @app.not_found
+    def _not_found(exc: Exception) -> Response[Any]:
+        return error(404, "not_found", "no such endpoint")
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response[Any]:
+        logger.exception("unexpected error")
+        return error(503, "temporarily_unavailable",
+                     "the service could not handle the request right now; try again in a minute")

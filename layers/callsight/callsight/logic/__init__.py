@@ -1,0 +1,1 @@
+"""Domain logic: what each process does, independent of Lambda and HTTP."""

@@ -1,0 +1,176 @@
+"""Starting a process, reporting its status, and recording its end.
+
+A start takes the client's lock (one process per client), records the run and starts the state
+machine execution. The run ends through the FinishRun task (success or failure path) or, when the
+execution could not run its last state (aborted, timed out), through the Step Functions status
+change event: either way the calls still ``processing`` are failed, the run records its outcome
+and the lock is released. A start that finds a lock whose execution has ended takes it over.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from callsight.dal.calls import CallKey, CallRepository, CounterRepository, status_attr
+from callsight.dal.clients import ClientRepository
+from callsight.dal.runs import RUNNING, ClientLock, RunRepository
+from callsight.dal.table import Table
+from callsight.dates import DateRange
+from callsight.errors import ProcessAlreadyRunning
+from callsight.models import StatusBreakdown, StatusResponse
+from callsight.processes import CallStatus
+
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def execution_name(client_id: str, process: str, days: DateRange, now: datetime) -> str:
+    """Readable and unique: ``<client>-<process>-<start>-<end>-<UTC time>-<random>`` (80 chars max)."""
+    tail = f"{process}-{days.start:%Y%m%d}-{days.end:%Y%m%d}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    client = _NAME_UNSAFE.sub("_", client_id)[: 80 - len(tail) - 1]
+    return f"{client}-{tail}"
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    prefix, _, machine = state_machine_arn.rpartition(":stateMachine:")
+    return f"{prefix}:execution:{machine}:{name}"
+
+
+def console_url(arn: str | None) -> str | None:
+    if not arn or ":123456789012:" in arn:  # the local platform's account: there is no console
+        return None
+    region = arn.split(":")[3]
+    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}"
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    execution_name: str
+    execution_arn: str
+
+
+class RunStarter:
+    def __init__(self, table: Table, sfn: Any, *, lock_grace_seconds: int = 60,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clients = ClientRepository(table)
+        self.lock = ClientLock(table)
+        self.runs = RunRepository(table)
+        self.sfn = sfn
+        self.grace = lock_grace_seconds
+        self.clock = clock
+
+    def start(self, *, client_id: str, process: str, days: DateRange, state_machine_arn: str,
+              force: bool = False) -> StartedRun:
+        self.clients.get(client_id)  # ClientNotFound -> 404
+        now = self.clock()
+        name = execution_name(client_id, process, days, now)
+        arn = execution_arn(state_machine_arn, name)
+        holder = self.lock.try_acquire(client_id, process=process, execution_name=name, execution_arn=arn, days=days)
+        if holder is not None and self._is_stale(holder, now):
+            self.lock.release(client_id, str(holder["execution_name"]))
+            holder = self.lock.try_acquire(client_id, process=process, execution_name=name, execution_arn=arn,
+                                           days=days)
+        if holder is not None:
+            raise ProcessAlreadyRunning(client_id, str(holder.get("process")), str(holder.get("execution_name")),
+                                        str(holder.get("start_date")), str(holder.get("end_date")))
+        try:
+            self.runs.started(client_id, process, days, execution_name=name, execution_arn=arn)
+            self.sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps({
+                "client_id": client_id, "process": process, "start_date": days.start.isoformat(),
+                "end_date": days.end.isoformat(), "force": force,
+            }))
+        except Exception as exc:
+            self.runs.finished(client_id, process, days, execution_name=name, status="FAILED",
+                               error=f"the run could not start: {type(exc).__name__}")
+            self.lock.release(client_id, name)
+            raise
+        return StartedRun(name, arn)
+
+    def _is_stale(self, holder: dict[str, Any], now: datetime) -> bool:
+        """The holder's execution has ended (or never started within the grace period)."""
+        try:
+            status = self.sfn.describe_execution(executionArn=holder["execution_arn"])["status"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
+                return False
+            acquired = datetime.fromisoformat(str(holder["acquired_at"]).replace("Z", "+00:00"))
+            return (now - acquired).total_seconds() > self.grace
+        except KeyError:
+            return True
+        return bool(status != RUNNING)
+
+
+def build_status(table: Table, *, client_id: str, process: str, days: DateRange) -> StatusResponse:
+    """A bounded read: one GetItem of the run and one Query of at most 366 day counters."""
+    counts = CounterRepository(table).summed(client_id, process, days)
+    run = RunRepository(table).get(client_id, process, days)
+    total = counts["total"]
+    breakdown = StatusBreakdown(**{s.value: counts[s.value] for s in CallStatus})
+    finished = breakdown.success + breakdown.failed
+    unfinished = breakdown.pending + breakdown.processing
+    run_status = run["status"] if run else None
+    error = None
+    if run_status == RUNNING:
+        overall = "processing"
+    elif run_status in ("FAILED", "ABORTED", "TIMED_OUT"):
+        overall, error = "failed", run.get("error") if run else None
+        error = error or f"the run ended: {run_status}"
+    elif total == 0:
+        overall = "completed" if run_status == "SUCCEEDED" else "pending"
+    elif unfinished:
+        overall = "pending"  # never run on this range, or calls added since
+    else:
+        overall = "partial" if breakdown.failed else "completed"
+    done = 100.0 if overall in ("completed", "partial") else 0.0
+    progress = round(finished / total * 100, 2) if total else done
+    return StatusResponse(
+        overall_status=overall, total_calls=total, status_breakdown=breakdown, progress_percentage=progress,
+        client_id=client_id, process=process, start_date=days.start.isoformat(), end_date=days.end.isoformat(),
+        skipped={k.removeprefix("skipped_"): v for k, v in counts.items() if k.startswith("skipped_") and v},
+        execution_name=run.get("execution_name") if run else None,
+        started_at=run.get("started_at") if run else None, finished_at=run.get("finished_at") if run else None,
+        error=error, console_url=console_url(run.get("execution_arn")) if run else None,
+    )
+
+
+def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, run_id: str, outcome: str,
+               error: str | None = None) -> dict[str, Any]:
+    """Fail this run's calls still in progress, record the outcome, release the lock. Idempotent."""
+    calls = CallRepository(table, client_id)
+    attr = status_attr(process)
+    interrupted = 0
+    reason = f"interrupted: the run ended ({outcome}) before this call finished"
+    for item in calls.in_range(days):
+        if item.get(attr) == CallStatus.PROCESSING and item.get(f"{process}_run") == run_id:
+            interrupted += calls.transition(CallKey.from_sk(item["sk"]), process, CallStatus.PROCESSING,
+                                            CallStatus.FAILED, set_attrs={f"{process}_error": reason})
+    status = build_status(table, client_id=client_id, process=process, days=days)
+    summary = {"total_calls": status.total_calls, "status_breakdown": status.status_breakdown.model_dump(),
+               "skipped": status.skipped, "interrupted": interrupted}
+    RunRepository(table).finished(client_id, process, days, execution_name=run_id, status=outcome, error=error,
+                                  summary=summary)
+    ClientLock(table).release(client_id, run_id)
+    final = build_status(table, client_id=client_id, process=process, days=days)
+    return {**summary, "overall_status": final.overall_status, "execution_name": run_id, "error": error}
+
+
+def describe_error(error: Any) -> str:
+    """A Step Functions Catch result ``{"Error", "Cause"}`` as one readable line."""
+    if not isinstance(error, dict):
+        return str(error)
+    name = str(error.get("Error", "Error"))
+    cause = error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict):
+            cause = parsed.get("errorMessage") or cause
+    except (TypeError, ValueError):
+        pass
+    return f"{name}: {cause}" if cause else name

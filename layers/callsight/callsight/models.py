@@ -1,0 +1,113 @@
+"""The HTTP contract's models: start requests, status answers (see the frontend status guide)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from callsight.dates import DateRange
+
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_day(value: Any, field: str) -> date:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _DATE.match(value.strip()):
+        raise ValueError(f"{field} must be a date as YYYY-MM-DD, got {value!r}")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{field} is not a real calendar date: {value!r}") from None
+
+
+class RangeRequest(BaseModel):
+    """``client_id`` and a date range; dates spelled ``start_date`` or ``start_date_str`` (both accepted)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True)
+
+    client_id: str = Field(
+        min_length=1, max_length=64, pattern=CLIENT_ID_PATTERN,
+        description="The clinic's id, as registered with `callsight-admin register-client`.",
+    )
+    start_date: date = Field(
+        validation_alias=AliasChoices("start_date", "start_date_str"),
+        description="First day of the range (YYYY-MM-DD), in the clinic's time zone.",
+    )
+    end_date: date = Field(
+        validation_alias=AliasChoices("end_date", "end_date_str"),
+        description="Last day of the range (YYYY-MM-DD), inclusive.",
+    )
+
+    @field_validator("start_date", "end_date", mode="before")
+    @classmethod
+    def _iso_day(cls, value: Any, info: Any) -> date:
+        return parse_day(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> RangeRequest:
+        DateRange(self.start_date, self.end_date)  # raises ValueError naming the problem
+        return self
+
+    @property
+    def range(self) -> DateRange:
+        return DateRange(self.start_date, self.end_date)
+
+
+class StartRequest(RangeRequest):
+    force: bool = Field(default=False, description="Redo calls that already succeeded.")
+
+
+class StatusBreakdown(BaseModel):
+    pending: int = 0
+    processing: int = 0
+    success: int = 0
+    failed: int = 0
+
+
+OverallStatus = Literal["pending", "processing", "completed", "partial", "failed"]
+
+
+class StatusResponse(BaseModel):
+    """The status endpoints' answer: the guide's fields first, then what a person needs to follow a run."""
+
+    overall_status: OverallStatus
+    total_calls: int
+    status_breakdown: StatusBreakdown
+    progress_percentage: float = Field(
+        description="Finished calls (success + failed) / total * 100, 2 decimals: 100 once a run ended."
+    )
+    client_id: str
+    process: str
+    start_date: str
+    end_date: str
+    skipped: dict[str, int] = Field(default_factory=dict, description="Successes not eligible for the next step.")
+    execution_name: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    console_url: str | None = None
+
+
+class StartResponse(BaseModel):
+    status: Literal["accepted", "completed", "partial"]
+    message: str
+    client_id: str
+    process: str
+    start_date: str
+    end_date: str
+    execution_name: str
+    status_url: str
+    poll_interval_seconds: int = 5
+    summary: dict[str, Any] | None = None
+    console_url: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    errors: list[dict[str, str]] = Field(default_factory=list)
