@@ -32,11 +32,14 @@ def _field_errors(raw: Any) -> list[dict[str, str]]:
     problems = []
     for item in raw:
         loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query")]
-        message = str(item.get("msg") or item.get("type", "invalid"))
-        message = message.removeprefix("Value error, ")
-        field = ".".join(loc) or "body"
-        if item.get("type") in ("json_invalid", "model_attributes_type") or field == "body":
+        kind = item.get("type", "")
+        message = str(item.get("msg") or kind or "invalid").removeprefix("Value error, ")
+        if kind in ("json_invalid", "model_attributes_type", "model_type", "dict_type"):
             field, message = "body", "the body must be a JSON object with client_id, start_date and end_date"
+        elif not loc:  # a check across fields: the range itself
+            field = "end_date"
+        else:
+            field = ".".join(loc)
         problems.append({"field": field, "problem": message})
     return problems
 

@@ -42,7 +42,7 @@ class AmoCrmClient:
     def call_notes(self, entity_type: str, updated_from: int,
                    updated_to: int | None = None) -> Iterator[dict[str, Any]]:
         """Every call note (in and out) of one entity type updated in [from, to], page by page."""
-        params: dict[str, Any] = {
+        params: dict[str, Any] | None = {
             "filter[note_type][]": list(CALL_NOTE_TYPES),
             "filter[updated_at][from]": updated_from,
             "limit": self.page_size,
@@ -64,7 +64,7 @@ class AmoCrmClient:
                 return
             if _origin(next_href) != self._origin:
                 raise AmoCrmError("amoCRM's next-page link points to another host; refusing to follow it")
-            url, params = next_href, {}
+            url, params = next_href, None  # the link carries the query; params would replace it
 
     def all_call_notes(self, updated_from: int, updated_to: int | None = None) -> list[dict[str, Any]]:
         """Call notes of leads, contacts and companies, fetched concurrently under the one limiter."""
@@ -76,7 +76,7 @@ class AmoCrmClient:
         """Account users (the administrators) by id -> name."""
         names: dict[int, str] = {}
         url: str | None = f"{self.base_url}/api/v4/users"
-        params: dict[str, Any] = {"limit": 250}
+        params: dict[str, Any] | None = {"limit": 250}
         while url:
             body = self._get_json(url, params)
             if body is None:
@@ -86,11 +86,11 @@ class AmoCrmClient:
             url = body.get("_links", {}).get("next", {}).get("href")
             if url and _origin(url) != self._origin:
                 break
-            params = {}
+            params = None
         return names
 
     # ------------------------------------------------------------------ transport
-    def _get_json(self, url: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    def _get_json(self, url: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
         token = self.tokens.access_token()
         refreshed = False
         last_problem = "no answer"
@@ -123,7 +123,7 @@ class AmoCrmClient:
             if status in (401, 403):
                 raise AmoCrmAuthError(f"amoCRM refused access (HTTP {status}) to {urlsplit(url).path}: "
                                       "check the client's token and the integration's rights")
-            if status == 504 and "limit" in params and params["limit"] > 25:
+            if status == 504 and params and params.get("limit", 0) > 25:
                 params = {**params, "limit": params["limit"] // 2}  # amoCRM's advice: shrink the page
                 last_problem = "HTTP 504"
                 continue

@@ -44,9 +44,10 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
 
 
 def console_url(arn: str | None) -> str | None:
-    if not arn or ":123456789012:" in arn:  # the local platform's account: there is no console
+    parts = (arn or "").split(":")
+    if len(parts) < 7 or parts[0] != "arn" or parts[4] == "123456789012":  # moto's account: no console
         return None
-    region = arn.split(":")[3]
+    region = parts[3]
     return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}"
 
 

@@ -1,0 +1,122 @@
+"""``make demo``: the main job end to end on the local platform, through the HTTP API as the frontend does.
+
+Starts the platform, starts the sync of the demo clinic's last 30 days, polls the status endpoint
+with a progress bar, prints the summary and a few synced calls, and exits 0 on success (1 if the run
+failed, 2 if it finished with failed calls). ``--keep-serving`` leaves the platform up afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from infra.platform import LocalPlatform
+
+DEMO_CLIENT = "demo"
+FINISHED = ("completed", "partial", "failed")
+
+
+def demo_range(days: int = 31, tz: str = "Europe/Moscow") -> tuple[str, str]:
+    today = datetime.now(ZoneInfo(tz)).date()
+    return (today - timedelta(days=days)).isoformat(), today.isoformat()
+
+
+def progress_bar(label: str, status: dict[str, Any], width: int = 32) -> str:
+    pct = float(status.get("progress_percentage") or 0)
+    filled = round(width * pct / 100)
+    b = status.get("status_breakdown", {})
+    return (f"{label:<13} [{'#' * filled}{'.' * (width - filled)}] {pct:6.2f}%  "
+            f"{b.get('success', 0) + b.get('failed', 0)}/{status.get('total_calls', 0)} calls "
+            f"(failed {b.get('failed', 0)})")
+
+
+def run_process(api: httpx.Client, label: str, start_path: str, status_path: str, body: dict[str, Any],
+                poll_seconds: float) -> dict[str, Any]:
+    """Start one process and poll its status to the end, drawing a progress bar; the final status."""
+    answer = api.post(start_path, json=body)
+    if answer.status_code not in (200, 202):
+        raise SystemExit(f"{label}: start refused: HTTP {answer.status_code} {answer.text}")
+    started = answer.json()
+    print(f"{label}: {started['message']} (execution {started['execution_name']})")
+    query = {"client_id": body["client_id"], "start_date": body.get("start_date") or body["start_date_str"],
+             "end_date": body.get("end_date") or body["end_date_str"]}
+    tty = sys.stdout.isatty()
+    last_line = ""
+    while True:
+        status = api.get(status_path, params=query).json()
+        line = progress_bar(label, status)
+        if tty:
+            print("\r" + line, end="", flush=True)
+        elif line != last_line:
+            print(line, flush=True)
+        last_line = line
+        if status.get("overall_status") in FINISHED:
+            break
+        time.sleep(poll_seconds)
+    if tty:
+        print()
+    return dict(status)
+
+
+def print_summary(status: dict[str, Any]) -> None:
+    b = status["status_breakdown"]
+    print(f"\nSync of {status['client_id']} {status['start_date']}..{status['end_date']}: {status['overall_status']}")
+    print(f"  calls synced:            {status['total_calls']}")
+    print(f"  recordings downloaded:   {b['success'] - sum(status.get('skipped', {}).values())}")
+    for reason, count in sorted(status.get("skipped", {}).items()):
+        print(f"  skipped ({reason.replace('_', ' ')}): {count}")
+    print(f"  failed:                  {b['failed']}")
+    if status.get("error"):
+        print(f"  error: {status['error']}")
+
+
+def print_sample_calls(platform: LocalPlatform, limit: int = 5) -> None:
+    table = platform.boto3_resource("dynamodb").Table(platform.env["CALLSIGHT_TABLE_NAME"])
+    items = table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"CALLS#{DEMO_CLIENT}"},
+                        ScanIndexForward=False, Limit=limit)["Items"]
+    print("\nLatest synced calls:")
+    for item in items:
+        state = item.get("sync_skip") or ("recording in S3" if item.get("recording_key") else item.get("sync_status"))
+        print(f"  {str(item['call_time'])[:16].replace('T', ' ')}  {item['direction']:<8}  "
+              f"{int(item['duration']):>5} s  {item.get('administrator') or '-':<22}  {state}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep-serving", action="store_true", help="keep the platform up after the demo")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0")))
+    parser.add_argument("--demo-calls", type=int, default=int(os.environ.get("DEMO_CALLS", "200")))
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between status polls (frontend: 5)")
+    args = parser.parse_args(argv)
+
+    start, end = demo_range()
+    with LocalPlatform(port=args.port, demo_calls=args.demo_calls) as platform:
+        print(f"Callsight local platform ready at {platform.api_url}")
+        with httpx.Client(base_url=platform.api_url, timeout=60) as api:
+            status = run_process(api, "sync", "/api/calls-parallel-bulk/sync-by-date-range",
+                                 "/api/calls-parallel-bulk/sync-by-date-range-status",
+                                 {"client_id": DEMO_CLIENT, "start_date_str": start, "end_date_str": end},
+                                 args.poll)
+        print_summary(status)
+        if status["total_calls"]:
+            print_sample_calls(platform)
+        code = {"completed": 0, "failed": 1}.get(status["overall_status"], 2)
+        if args.keep_serving:
+            print(f"\nServing at {platform.api_url} - Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

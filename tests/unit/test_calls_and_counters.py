@@ -1,0 +1,73 @@
+"""Calls and status counters: every transition counted exactly once, inserts idempotent."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from callsight.dal.calls import CallKey, CallRepository, CounterRepository
+from callsight.dal.table import Table
+from callsight.dates import DateRange
+
+NOV = DateRange(date(2026, 11, 1), date(2026, 11, 30))
+
+
+def _call(i: int, day: str, *, skip: str | None = None) -> dict[str, object]:
+    call: dict[str, object] = {"call_id": f"leads-{i}", "day": day, "duration": 60,
+                               "sync_status": "success" if skip else "pending"}
+    if skip:
+        call["sync_skip"] = skip
+    return call
+
+
+def _invariant(counts: dict[str, int]) -> None:
+    assert counts["pending"] + counts["processing"] + counts["success"] + counts["failed"] == counts["total"]
+
+
+def test_insert_many_counts_per_day_and_is_idempotent(table: Table) -> None:
+    calls = CallRepository(table, "c1")
+    batch = [_call(i, f"2026-11-{1 + i % 3:02d}", skip="no_recording" if i % 5 == 0 else None) for i in range(250)]
+    assert calls.insert_many("sync", batch) == 250
+    counts = CounterRepository(table).summed("c1", "sync", NOV)
+    assert counts["total"] == 250 and counts["success"] == 50 and counts["pending"] == 200
+    assert counts["skipped_no_recording"] == 50
+    _invariant(counts)
+    # the same calls again (a re-sync, a retried task): nothing inserted, nothing counted
+    assert calls.insert_many("sync", batch) == 0
+    assert CounterRepository(table).summed("c1", "sync", NOV) == counts
+    # only the days asked for are summed
+    first_day = CounterRepository(table).summed("c1", "sync", DateRange(date(2026, 11, 1), date(2026, 11, 1)))
+    assert first_day["total"] == len([c for c in batch if c["day"] == "2026-11-01"])
+
+
+def test_a_transition_counts_once_and_a_repeat_counts_nothing(table: Table) -> None:
+    calls = CallRepository(table, "c2")
+    calls.insert_many("sync", [_call(1, "2026-11-05"), _call(2, "2026-11-05")])
+    key = CallKey("2026-11-05", "leads-1")
+    assert calls.transition(key, "sync", "pending", "processing", set_attrs={"sync_run": "r1"})
+    assert not calls.transition(key, "sync", "pending", "processing")  # duplicate delivery
+    assert calls.transition(key, "sync", "processing", "failed", set_attrs={"sync_error": "HTTP 404"})
+    assert not calls.transition(key, "sync", "processing", "success")  # late duplicate of another outcome
+    counts = CounterRepository(table).summed("c2", "sync", NOV)
+    assert (counts["pending"], counts["processing"], counts["success"], counts["failed"]) == (1, 0, 0, 1)
+    _invariant(counts)
+    item = calls.get(key)
+    assert item is not None and item["sync_status"] == "failed" and item["sync_error"] == "HTTP 404"
+
+
+def test_skip_reason_moves_with_the_status(table: Table) -> None:
+    calls = CallRepository(table, "c3")
+    calls.insert_many("sync", [_call(1, "2026-11-07", skip="no_recording")])
+    key = CallKey("2026-11-07", "leads-1")
+    # the note got a recording: back to pending, the skip reason and its count go away
+    assert calls.transition(key, "sync", "success", "pending", frm_skip="no_recording")
+    counts = CounterRepository(table).summed("c3", "sync", NOV)
+    assert counts["pending"] == 1 and counts["success"] == 0 and counts.get("skipped_no_recording", 0) == 0
+    item = calls.get(key)
+    assert item is not None and "sync_skip" not in item
+
+
+def test_range_query_returns_only_the_range(table: Table) -> None:
+    calls = CallRepository(table, "c4")
+    calls.insert_many("sync", [_call(1, "2026-10-31"), _call(2, "2026-11-01"), _call(3, "2026-11-30"),
+                               _call(4, "2026-12-01")])
+    assert sorted(i["call_id"] for i in calls.in_range(NOV)) == ["leads-2", "leads-3"]

@@ -1,0 +1,158 @@
+"""Starting runs (one process per client, stale locks), their status and their end."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from callsight.dal.calls import CallKey, CallRepository
+from callsight.dal.clients import ClientProfile, ClientRepository
+from callsight.dal.runs import ClientLock, RunRepository
+from callsight.dal.table import Table
+from callsight.dates import DateRange
+from callsight.errors import ClientNotFound, ProcessAlreadyRunning
+from callsight.logic.runs import RunStarter, build_status, execution_arn, execution_name, finish_run
+
+MACHINE = "arn:aws:states:eu-central-1:111122223333:stateMachine:Sync"
+DAYS = DateRange(date(2026, 11, 1), date(2026, 11, 30))
+
+
+class FakeStepFunctions:
+    """Just enough of the Step Functions API: executions are started and their status set by the test."""
+
+    def __init__(self) -> None:
+        self.executions: dict[str, dict[str, Any]] = {}
+
+    def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> dict[str, str]:  # noqa: N803
+        arn = execution_arn(stateMachineArn, name)
+        self.executions[arn] = {"status": "RUNNING", "input": input}
+        return {"executionArn": arn}
+
+    def describe_execution(self, *, executionArn: str) -> dict[str, Any]:  # noqa: N803
+        if executionArn not in self.executions:
+            raise ClientError({"Error": {"Code": "ExecutionDoesNotExist", "Message": "no"}}, "DescribeExecution")
+        return self.executions[executionArn]
+
+
+@pytest.fixture
+def clinic(table: Table) -> str:
+    ClientRepository(table).put(ClientProfile(client_id="clinic", amocrm_subdomain="clinic"))
+    return "clinic"
+
+
+def test_execution_names_are_readable_unique_and_short() -> None:
+    now = datetime(2026, 11, 28, 11, 5, 1, tzinfo=UTC)
+    name = execution_name("clinic", "sync", DAYS, now)
+    assert name.startswith("clinic-sync-20261101-20261130-20261128T110501-")
+    assert name != execution_name("clinic", "sync", DAYS, now)
+    long = execution_name("клиника " * 20, "transcribe", DAYS, now)
+    assert len(long) <= 80 and all(c.isalnum() or c in "-_" for c in long)
+
+
+def test_one_process_per_client(table: Table, clinic: str) -> None:
+    sfn = FakeStepFunctions()
+    starter = RunStarter(table, sfn)
+    first = starter.start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+    with pytest.raises(ProcessAlreadyRunning) as refused:
+        starter.start(client_id=clinic, process="transcribe", days=DAYS, state_machine_arn=MACHINE)
+    assert refused.value.process == "sync" and refused.value.execution_name == first.execution_name
+    assert "sync" in str(refused.value)
+    # the execution ended without releasing (aborted, say): the next start takes the lock over
+    sfn.executions[first.execution_arn]["status"] = "ABORTED"
+    second = starter.start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+    assert ClientLock(table).holder(clinic)["execution_name"] == second.execution_name  # type: ignore[index]
+
+
+def test_a_lock_whose_execution_never_started_expires_after_the_grace(table: Table, clinic: str) -> None:
+    sfn = FakeStepFunctions()
+    now = datetime.now(UTC)
+    lock = ClientLock(table)
+    assert lock.try_acquire(clinic, process="sync", execution_name="ghost", execution_arn=f"{MACHINE}:ghost",
+                            days=DAYS) is None
+    soon = RunStarter(table, sfn, lock_grace_seconds=60, clock=lambda: now + timedelta(seconds=5))
+    with pytest.raises(ProcessAlreadyRunning):
+        soon.start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+    later = RunStarter(table, sfn, lock_grace_seconds=60, clock=lambda: now + timedelta(seconds=120))
+    later.start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+
+
+def test_unknown_client_is_refused_before_anything_starts(table: Table) -> None:
+    sfn = FakeStepFunctions()
+    with pytest.raises(ClientNotFound):
+        RunStarter(table, sfn).start(client_id="nobody", process="sync", days=DAYS, state_machine_arn=MACHINE)
+    assert sfn.executions == {}
+
+
+def test_a_failed_start_releases_the_lock(table: Table, clinic: str) -> None:
+    class Broken(FakeStepFunctions):
+        def start_execution(self, **kwargs: Any) -> dict[str, str]:
+            raise ClientError({"Error": {"Code": "StateMachineDoesNotExist", "Message": "x"}}, "StartExecution")
+
+    with pytest.raises(ClientError):
+        RunStarter(table, Broken()).start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+    assert ClientLock(table).holder(clinic) is None
+    status = build_status(table, client_id=clinic, process="sync", days=DAYS)
+    assert status.overall_status == "failed" and "could not start" in (status.error or "")
+
+
+def _calls(table: Table, client: str, statuses: list[str]) -> CallRepository:
+    calls = CallRepository(table, client)
+    calls.insert_many("sync", [{"call_id": f"leads-{i}", "day": "2026-11-10", "sync_status": "pending"}
+                               for i in range(len(statuses))])
+    for i, status in enumerate(statuses):
+        key = CallKey("2026-11-10", f"leads-{i}")
+        if status != "pending":
+            calls.transition(key, "sync", "pending", "processing", set_attrs={"sync_run": "run-1"})
+        if status in ("success", "failed"):
+            calls.transition(key, "sync", "processing", status)
+    return calls
+
+
+def test_status_through_a_run(table: Table, clinic: str) -> None:
+    assert build_status(table, client_id=clinic, process="sync", days=DAYS).overall_status == "pending"
+    RunRepository(table).started(clinic, "sync", DAYS, execution_name="run-1", execution_arn=f"{MACHINE}:run-1")
+    ClientLock(table).try_acquire(clinic, process="sync", execution_name="run-1", execution_arn="a", days=DAYS)
+    _calls(table, clinic, ["success", "success", "failed", "processing", "pending", "pending"])
+    running = build_status(table, client_id=clinic, process="sync", days=DAYS)
+    assert running.overall_status == "processing"
+    assert running.status_breakdown.model_dump() == {"pending": 2, "processing": 1, "success": 2, "failed": 1}
+    assert running.progress_percentage == 50.0 and running.total_calls == 6
+    assert running.execution_name == "run-1" and running.started_at and running.finished_at is None
+
+    summary = finish_run(table, client_id=clinic, process="sync", days=DAYS, run_id="run-1", outcome="SUCCEEDED")
+    assert summary["interrupted"] == 1  # the call left processing by this run is failed, not stuck
+    done = build_status(table, client_id=clinic, process="sync", days=DAYS)
+    assert done.overall_status == "pending"  # two calls were never processed: the range is not done
+    assert done.status_breakdown.processing == 0 and done.finished_at
+    assert ClientLock(table).holder(clinic) is None
+    # idempotent: a duplicate finish (the event after the state) changes nothing
+    again = finish_run(table, client_id=clinic, process="sync", days=DAYS, run_id="run-1", outcome="ABORTED")
+    assert again["interrupted"] == 0
+    assert build_status(table, client_id=clinic, process="sync", days=DAYS).model_dump() == done.model_dump()
+
+
+def test_finished_with_failures_is_partial_at_100_percent(table: Table, clinic: str) -> None:
+    RunRepository(table).started(clinic, "sync", DAYS, execution_name="run-1", execution_arn="a")
+    _calls(table, clinic, ["success", "failed", "success"])
+    finish_run(table, client_id=clinic, process="sync", days=DAYS, run_id="run-1", outcome="SUCCEEDED")
+    status = build_status(table, client_id=clinic, process="sync", days=DAYS)
+    assert status.overall_status == "partial" and status.progress_percentage == 100.0
+
+
+def test_a_failed_run_reports_its_error(table: Table, clinic: str) -> None:
+    RunRepository(table).started(clinic, "sync", DAYS, execution_name="run-1", execution_arn="a")
+    finish_run(table, client_id=clinic, process="sync", days=DAYS, run_id="run-1", outcome="FAILED",
+               error="AmoCrmAuthError: amoCRM refused access (HTTP 401)")
+    status = build_status(table, client_id=clinic, process="sync", days=DAYS)
+    assert status.overall_status == "failed" and "401" in (status.error or "")
+
+
+def test_an_empty_range_after_a_finished_run_is_completed(table: Table, clinic: str) -> None:
+    RunRepository(table).started(clinic, "sync", DAYS, execution_name="run-1", execution_arn="a")
+    finish_run(table, client_id=clinic, process="sync", days=DAYS, run_id="run-1", outcome="SUCCEEDED")
+    status = build_status(table, client_id=clinic, process="sync", days=DAYS)
+    assert status.overall_status == "completed" and status.progress_percentage == 100.0
+    assert status.total_calls == 0
