@@ -37,7 +37,7 @@ def progress_bar(label: str, status: dict[str, Any], width: int = 32) -> str:
             f"(failed {b.get('failed', 0)})")
 
 
-def run_process(api: httpx.Client, label: str, start_path: str, status_path: str, body: dict[str, Any],
+def run_process(api: httpx.Client, label: str, start_path: str, status_path: str, *, body: dict[str, Any],
                 poll_seconds: float) -> dict[str, Any]:
     """Start one process and poll its status to the end, drawing a progress bar; the final status."""
     answer = api.post(start_path, json=body)
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=platform.api_url, timeout=60) as api:
             status = run_process(api, "sync", "/api/calls-parallel-bulk/sync-by-date-range",
                                  "/api/calls-parallel-bulk/sync-by-date-range-status",
-                                 {"client_id": DEMO_CLIENT, "start_date_str": start, "end_date_str": end},
-                                 args.poll)
+                                 body={"client_id": DEMO_CLIENT, "start_date_str": start, "end_date_str": end},
+                                 poll_seconds=args.poll)
         print_summary(status)
         if status["total_calls"]:
             print_sample_calls(platform)

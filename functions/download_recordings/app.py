@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from callsight.config import DownloadRecordingsConfig
 from callsight.dal.calls import CallRepository
 from callsight.dal.recordings import ObjectStore

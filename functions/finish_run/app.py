@@ -12,6 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from callsight.config import FinishRunConfig
 from callsight.dal.table import Table
 from callsight.dates import DateRange

@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from callsight.config import StartProcessConfig
 from callsight.dal.table import Table
 from callsight.http import error, install_error_handlers, too_large
@@ -39,7 +40,7 @@ def start_sync(request: Annotated[StartRequest, Body()]) -> Response[Any]:
 def _start(process: Process, state_machine_arn: str, request: StartRequest, *, wait: float) -> Response[Any]:
     run = starter.start(client_id=request.client_id, process=process.value, days=request.range,
                         state_machine_arn=state_machine_arn, force=request.force)
-    logger.info("run started", extra={"process": process.value, "execution": run.execution_name})
+    logger.info("run started", extra={"pipeline_process": process.value, "execution": run.execution_name})
     query = urlencode({"client_id": request.client_id, "start_date": request.start_date.isoformat(),
                        "end_date": request.end_date.isoformat()})
     answer = StartResponse(

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from callsight.amocrm import AmoCrmClient, StoredToken
 from callsight.config import SyncCallsConfig
 from callsight.dal.calls import CallRepository

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from callsight.amocrm import RateLimiter
@@ -27,7 +28,7 @@ def test_starts_are_spaced_by_the_interval() -> None:
     for _ in range(11):
         limiter.acquire()
         starts.append(clock.now)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(abs(g - 0.2) < 1e-9 for g in gaps)
     # any 1-second window holds at most 5 starts
     assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) == 5

@@ -26,12 +26,12 @@ class FakeStepFunctions:
     def __init__(self) -> None:
         self.executions: dict[str, dict[str, Any]] = {}
 
-    def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> dict[str, str]:  # noqa: N803
+    def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> dict[str, str]:
         arn = execution_arn(stateMachineArn, name)
         self.executions[arn] = {"status": "RUNNING", "input": input}
         return {"executionArn": arn}
 
-    def describe_execution(self, *, executionArn: str) -> dict[str, Any]:  # noqa: N803
+    def describe_execution(self, *, executionArn: str) -> dict[str, Any]:
         if executionArn not in self.executions:
             raise ClientError({"Error": {"Code": "ExecutionDoesNotExist", "Message": "no"}}, "DescribeExecution")
         return self.executions[executionArn]

@@ -31,10 +31,12 @@ def too_large(limit: int) -> dict[str, Any]:
 def _field_errors(raw: Any) -> list[dict[str, str]]:
     problems = []
     for item in raw:
-        loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query")]
+        raw_loc = [str(p) for p in item.get("loc", ())]
+        loc = [p for p in raw_loc if p not in ("body", "query")]
         kind = item.get("type", "")
         message = str(item.get("msg") or kind or "invalid").removeprefix("Value error, ")
-        if kind in ("json_invalid", "model_attributes_type", "model_type", "dict_type"):
+        not_an_object = kind in ("json_invalid", "model_attributes_type", "model_type", "dict_type")
+        if not_an_object or (raw_loc == ["body"] and kind == "missing"):
             field, message = "body", "the body must be a JSON object with client_id, start_date and end_date"
         elif not loc:  # a check across fields: the range itself
             field = "end_date"

@@ -42,14 +42,15 @@ class AmoCrmClient:
     def call_notes(self, entity_type: str, updated_from: int,
                    updated_to: int | None = None) -> Iterator[dict[str, Any]]:
         """Every call note (in and out) of one entity type updated in [from, to], page by page."""
-        params: dict[str, Any] | None = {
+        first: dict[str, Any] = {
             "filter[note_type][]": list(CALL_NOTE_TYPES),
             "filter[updated_at][from]": updated_from,
             "limit": self.page_size,
             "page": 1,
         }
         if updated_to is not None:
-            params["filter[updated_at][to]"] = updated_to
+            first["filter[updated_at][to]"] = updated_to
+        params: dict[str, Any] | None = first
         url: str | None = f"{self.base_url}/api/v4/{entity_type}/notes"
         while url:
             body = self._get_json(url, params)

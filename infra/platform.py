@@ -1,0 +1,384 @@
+"""``LocalPlatform``: the whole Callsight stack from template.yaml on one machine, no AWS account.
+
+Starts, in order: PostgreSQL (embedded, optional; it comes up in the background while the next pieces
+start), the amoCRM stub (unless a real demo amoCRM is configured), moto with the template's resources,
+the process environment, the Lambda dispatcher, the EventBridge emulation and the API Gateway
+emulation; then registers the demo clinic. ``stop()`` undoes all of it (ports freed, environment
+restored). One platform per process at a time: the environment and moto's patches are process-wide.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+from infra.apigw import ApiGateway
+from infra.aws import DUMMY_CREDENTIALS, LocalAws
+from infra.events import ExecutionEventWatcher
+from infra.lambdas import HandlerSpec, LambdaDispatcher
+from infra.postgres import LocalPostgres
+from infra.template import DEFAULT_TEMPLATE, Template, TemplateError
+
+log = logging.getLogger("infra.platform")
+
+DEMO_CLIENT_ID = "demo"
+DEMO_CLIENT_NAME = "Клиника «Здоровье» (демо)"
+DEMO_TIMEZONE = "Europe/Moscow"
+REAL_AMOCRM_SUBDOMAIN_ENV = "CALLSIGHT_DEMO_AMOCRM_SUBDOMAIN"
+REAL_AMOCRM_TOKEN_ENV = "CALLSIGHT_DEMO_AMOCRM_TOKEN"  # noqa: S105 - a variable's name
+#: the template's secrets the platform fills (logical id -> value; the database URL is added at start)
+OPENAI_SECRET_ID = "OpenAIApiKeySecret"  # noqa: S105 - a logical id
+DATABASE_SECRET_ID = "DatabaseUrlSecret"  # noqa: S105 - a logical id
+STUB_OPENAI_KEY = "stub-openai-key"
+DEFAULT_STUB_TOKEN = "stub-long-lived-token"  # noqa: S105 - the stub's documented demo token
+
+_active_lock = threading.Lock()
+
+
+class PlatformError(RuntimeError):
+    pass
+
+
+class LocalPlatform:
+    """Context manager: ``with LocalPlatform(port=0) as p: httpx.get(p.api_url + "/")``."""
+
+    #: the platform running in this process, if any
+    active: ClassVar[LocalPlatform | None] = None
+
+    def __init__(self, *, port: int = 0, demo_calls: int = 200, amocrm_latency_ms: int = 0,
+                 amocrm_fault_rate: float = 0.0, postgres: bool = True, stage: str = "local",
+                 parameter_overrides: dict[str, Any] | None = None, template_path: str | Path = DEFAULT_TEMPLATE,
+                 handler_overrides: Mapping[str, HandlerSpec | tuple[str | Path, str]] | None = None) -> None:
+        self.port = port
+        self.demo_calls = demo_calls
+        self.amocrm_latency_ms = amocrm_latency_ms
+        self.amocrm_fault_rate = amocrm_fault_rate
+        self.use_postgres = postgres
+        self.stage = stage
+        self.parameter_overrides = {"Stage": stage, **(parameter_overrides or {})}
+        self.template_path = Path(template_path)
+        self.handler_overrides = dict(handler_overrides or {})
+        self.template: Template = Template(self.template_path, parameter_overrides=self.parameter_overrides,
+                                           stack_name=f"callsight-{stage}")
+        self.env: dict[str, str] = {}
+        self.amocrm: Any = None
+        self.amocrm_url: str | None = None
+        self._amocrm_token = DEFAULT_STUB_TOKEN
+        self.database_url: str | None = None
+        self.aws = LocalAws()
+        self.dispatcher: LambdaDispatcher | None = None
+        self.events: ExecutionEventWatcher | None = None
+        self.api: ApiGateway | None = None
+        self._postgres: LocalPostgres | None = None
+        self._postgres_thread: threading.Thread | None = None
+        self._postgres_error: BaseException | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._added_sys_path: list[str] = []
+        self._started = False
+
+    # ------------------------------------------------------------------ public surface
+    @property
+    def api_url(self) -> str:
+        if self.api is None:
+            raise PlatformError("the platform is not running")
+        return self.api.url
+
+    @property
+    def moto_url(self) -> str:
+        return self.aws.url
+
+    @property
+    def table_name(self) -> str:
+        return self.env["CALLSIGHT_TABLE_NAME"]
+
+    def boto3_client(self, service: str) -> Any:
+        """A boto3 client of the embedded AWS (moto)."""
+        return self.aws.client(service)
+
+    def boto3_resource(self, service: str) -> Any:
+        """A boto3 resource of the embedded AWS (moto)."""
+        return self.aws.resource(service)
+
+    def __enter__(self) -> LocalPlatform:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @staticmethod
+    def _require(value: Any) -> Any:
+        if value is None:
+            raise PlatformError("the platform is not running")
+        return value
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self) -> None:
+        with _active_lock:
+            if LocalPlatform.active is self:
+                raise PlatformError("this LocalPlatform is already running")
+            if LocalPlatform.active is not None:
+                raise PlatformError("another LocalPlatform is running in this process (the environment and "
+                                    "moto patches are process-wide): stop it first")
+            LocalPlatform.active = self
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            try:
+                self.stop()
+            except PlatformError:
+                log.exception("cleaning up after a failed start")
+            raise
+
+    def _start(self) -> None:
+        if self.use_postgres:
+            # PostgreSQL starts in the background (initdb and pg_ctl are other processes) while moto comes up;
+            # the platform waits for it before it needs the URL (the database secret)
+            self._postgres = LocalPostgres()
+            self._postgres_thread = threading.Thread(target=self._start_postgres, name="postgres-start", daemon=True)
+            self._postgres_thread.start()
+        else:
+            self.database_url = os.environ.get("DATABASE_URL") or None
+        self._start_amocrm()
+        self._apply_environment()  # moto itself reads AWS_PROFILE & co. when it creates its backends
+        self.aws.start()
+        self._apply_environment()  # now with the endpoint
+        self.aws.create_resources(self.template)
+        self._wait_for_postgres()
+        self._fill_secrets()
+        dispatcher = LambdaDispatcher.from_template(self.template)
+        for logical_id, override in self.handler_overrides.items():
+            if logical_id not in dispatcher.specs:
+                raise TemplateError(f"handler override for {logical_id}, which the template does not define")
+            base = dispatcher.specs[logical_id]
+            if isinstance(override, HandlerSpec):
+                dispatcher.specs[logical_id] = override
+            else:
+                code_dir, handler = override
+                dispatcher.specs[logical_id] = HandlerSpec(
+                    logical_id=logical_id, code_dir=Path(code_dir), handler=handler, function_name=base.function_name,
+                    timeout_s=base.timeout_s, memory_mb=base.memory_mb, layer_dirs=base.layer_dirs)
+        for logical_id, spec in dispatcher.specs.items():
+            source = spec.code_dir / (spec.handler.rpartition(".")[0].replace(".", "/") + ".py")
+            if not source.is_file():
+                log.warning("%s: %s does not exist yet (invoking it will fail)", logical_id, source)
+        dispatcher.install()
+        self.dispatcher = dispatcher
+        self.events = ExecutionEventWatcher(self.template.event_rules, self._deliver_event,
+                                            region=self.template.region, account_id=self.template.account_id)
+        self.events.start()
+        self.api = ApiGateway(self.template.api_routes, self._invoke_api, port=self.port,
+                              stage=self.template.api_stage, api_id=self.template.ref("CallsightApi")
+                              if "CallsightApi" in self.template.resources else "local")
+        self.api.start()
+        self._register_demo_client()
+        log.info("local platform ready: API %s, moto %s", self.api.url, self.aws.url)
+
+    def stop(self) -> None:
+        """Stop everything that runs, free every port, restore the environment (idempotent)."""
+        if not self._started:
+            return
+        errors: list[BaseException] = []
+        for step in (self._stop_api, self._stop_events, self._abort_executions, self.aws.stop, self._stop_dispatcher,
+                     self._restore_environment, self._stop_amocrm, self._stop_postgres):
+            try:
+                step()
+            except Exception as exc:
+                log.exception("stopping the platform: %s failed", getattr(step, "__name__", step))
+                errors.append(exc)
+        self._started = False
+        with _active_lock:
+            if LocalPlatform.active is self:
+                LocalPlatform.active = None
+        if errors:
+            raise PlatformError(f"the platform stopped with {len(errors)} error(s); first: {errors[0]!r}")
+
+    def _stop_api(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+
+    def _stop_events(self) -> None:
+        if self.events is not None:
+            self.events.stop()
+            self.events = None
+
+    def _abort_executions(self) -> None:
+        """Running executions stop before moto and their functions go away."""
+        if self.aws.running:
+            stopped = self.aws.abort_running_executions("the local platform stopped")
+            if stopped:
+                log.info("aborted %d running execution(s)", stopped)
+
+    def _stop_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.uninstall()
+            self.dispatcher.unload()
+            self.dispatcher = None
+
+    def _stop_amocrm(self) -> None:
+        if self.amocrm is not None:
+            stub, self.amocrm = self.amocrm, None
+            stub.stop()
+        self.amocrm_url = None
+
+    def _start_postgres(self) -> None:
+        try:
+            self.database_url = self._require(self._postgres).start()
+        except BaseException as exc:
+            self._postgres_error = exc
+
+    def _wait_for_postgres(self) -> None:
+        if self._postgres_thread is not None:
+            self._postgres_thread.join()
+            self._postgres_thread = None
+        if self._postgres_error is not None:
+            error, self._postgres_error = self._postgres_error, None
+            raise PlatformError(f"the embedded PostgreSQL did not start: {error}") from error
+
+    def _stop_postgres(self) -> None:
+        if self._postgres_thread is not None:
+            self._postgres_thread.join()
+            self._postgres_thread = None
+        self._postgres_error = None
+        if self._postgres is not None:
+            postgres, self._postgres = self._postgres, None
+            postgres.stop()
+        self.database_url = None
+
+    # ------------------------------------------------------------------ pieces
+    def _start_amocrm(self) -> None:
+        subdomain = os.environ.get(REAL_AMOCRM_SUBDOMAIN_ENV)
+        token = os.environ.get(REAL_AMOCRM_TOKEN_ENV)
+        if subdomain and token:
+            self.amocrm = None
+            self.amocrm_url = None  # https://<subdomain>.amocrm.ru
+            log.info("demo client uses the real amoCRM account %s.amocrm.ru (no stub)", subdomain)
+            return
+        try:
+            from infra.stubs import amocrm as stub_module
+        except ImportError as exc:
+            raise PlatformError(f"the amoCRM stub (infra/stubs/amocrm.py) cannot be imported ({exc}); set "
+                                f"{REAL_AMOCRM_SUBDOMAIN_ENV} and {REAL_AMOCRM_TOKEN_ENV} to use a real "
+                                "amoCRM account instead") from exc
+        stub = stub_module.AmoCrmStub(demo_calls=self.demo_calls, port=0, latency_ms=self.amocrm_latency_ms,
+                                      fault_rate=self.amocrm_fault_rate)
+        stub.start()
+        self.amocrm = stub
+        self.amocrm_url = str(stub.url)
+        self._amocrm_token = str(getattr(stub, "access_token", None)
+                                 or getattr(stub_module, "DEFAULT_ACCESS_TOKEN", DEFAULT_STUB_TOKEN))
+        log.info("amoCRM stub on %s (%d demo calls)", self.amocrm_url, self.demo_calls)
+
+    def _fill_secrets(self) -> None:
+        values: dict[str, str] = {}
+        secrets = self.template.secrets
+        if OPENAI_SECRET_ID in secrets:
+            values[OPENAI_SECRET_ID] = STUB_OPENAI_KEY
+        if DATABASE_SECRET_ID in secrets:
+            if self.database_url:
+                values[DATABASE_SECRET_ID] = self.database_url
+            else:
+                log.info("no PostgreSQL (postgres=False and no DATABASE_URL): %s has no value",
+                            secrets[DATABASE_SECRET_ID].name)
+        self.aws.put_secret_values(self.template, values)
+
+    def computed_environment(self) -> dict[str, str | None]:
+        """What the platform sets (None: removed) before any handler is imported."""
+        env: dict[str, str | None] = dict(self.template.function_environment_union())
+        running = self.aws.running  # before moto runs, an inherited endpoint must not be used either
+        env["AWS_ENDPOINT_URL"] = self.aws.url if running else None
+        env["MOTO_PORT"] = str(self.aws.port) if running else None
+        env.update({
+            "AWS_DEFAULT_REGION": self.template.region,
+            "AWS_REGION": self.template.region,
+            **DUMMY_CREDENTIALS,
+            "AWS_SESSION_TOKEN": None,
+            "AWS_PROFILE": None,
+            "AWS_DEFAULT_PROFILE": None,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "CALLSIGHT_LOCAL_PLATFORM": "1",
+        })
+        for name in os.environ:  # per-service endpoints would bypass moto
+            if name.startswith("AWS_ENDPOINT_URL_"):
+                env[name] = None
+        return env
+
+    def _apply_environment(self) -> None:
+        computed = self.computed_environment()
+        for name, value in computed.items():
+            if name not in self._saved_env:
+                self._saved_env[name] = os.environ.get(name)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self.env = {name: value for name, value in computed.items() if value is not None}
+        for fn in self.template.functions.values():
+            for layer in fn.layer_dirs:
+                if str(layer) not in sys.path:
+                    sys.path.append(str(layer))
+                    self._added_sys_path.append(str(layer))
+        _clear_layer_caches(self.template)
+
+    def _restore_environment(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+        for entry in self._added_sys_path:
+            if entry in sys.path:
+                sys.path.remove(entry)
+        self._added_sys_path.clear()
+        _clear_layer_caches(self.template)
+
+    def _register_demo_client(self) -> None:
+        from pydantic import SecretStr
+
+        from callsight.admin import register_client
+        from callsight.dal.clients import AmoCrmCredentials, ClientProfile
+
+        if self.amocrm is not None:
+            subdomain, base_url = "demo", self.amocrm_url
+            token = self._amocrm_token
+        else:
+            subdomain, base_url = os.environ[REAL_AMOCRM_SUBDOMAIN_ENV], None
+            token = os.environ[REAL_AMOCRM_TOKEN_ENV]
+        profile = ClientProfile(client_id=DEMO_CLIENT_ID, name=DEMO_CLIENT_NAME, amocrm_subdomain=subdomain,
+                                amocrm_base_url=base_url, timezone=DEMO_TIMEZONE)
+        register_client(profile, AmoCrmCredentials(access_token=SecretStr(token)), table_name=self.table_name,
+                        secret_prefix=self.env["CALLSIGHT_AMOCRM_SECRET_PREFIX"])
+        log.info("registered client %s (%s)", DEMO_CLIENT_ID, profile.base_url)
+
+    # ------------------------------------------------------------------ handler entry points
+    def _invoke_api(self, function: str, event: dict[str, Any], request_id: str) -> Any:
+        return self._require(self.dispatcher).call(function, event, request_id=request_id)
+
+    def _deliver_event(self, function: str, event: dict[str, Any]) -> None:
+        result = self._require(self.dispatcher).invoke(function, event)
+        if result.error:
+            log.error("EventBridge target %s failed: %s", function, result.payload)
+
+
+def _clear_layer_caches(template: Template) -> None:
+    """Forget functools caches (boto3 clients bound to an old endpoint) in the layers' loaded modules."""
+    roots = {str(layer) for fn in template.functions.values() for layer in fn.layer_dirs}
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None) or ""
+        if not any(filename.startswith(root + os.sep) for root in roots):
+            continue
+        for value in list(vars(module).values()):
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear) and getattr(value, "__module__", None) == module.__name__:
+                clear()

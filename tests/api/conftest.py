@@ -1,0 +1,77 @@
+"""One local platform for the API tests: the real template, handlers, ASL, stub amoCRM, over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from callsight.admin import register_client
+from callsight.dal.clients import AmoCrmCredentials, ClientProfile
+from infra.platform import LocalPlatform
+from infra.stubs.amocrm import DEFAULT_ACCESS_TOKEN
+
+SYNC = "/api/calls-parallel-bulk/sync-by-date-range"
+SYNC_STATUS = "/api/calls-parallel-bulk/sync-by-date-range-status"
+DEMO_CALLS = 60
+
+
+@pytest.fixture(scope="package")
+def platform() -> Iterator[LocalPlatform]:
+    with LocalPlatform(port=0, demo_calls=DEMO_CALLS, postgres=False,
+                       parameter_overrides={"LogLevel": "WARNING"}) as running:
+        yield running
+
+
+@pytest.fixture
+def api(platform: LocalPlatform) -> Iterator[httpx.Client]:
+    platform.amocrm.configure(latency_ms=0, fault_rate=0, broken_link_rate=0)
+    with httpx.Client(base_url=platform.api_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def month() -> dict[str, str]:
+    today = datetime.now(ZoneInfo("Europe/Moscow")).date()
+    return {"start_date": (today - timedelta(days=31)).isoformat(), "end_date": today.isoformat()}
+
+
+@pytest.fixture
+def new_client(platform: LocalPlatform) -> Callable[..., str]:
+    """Registers another clinic on the stub amoCRM (its own calls, token and time zone)."""
+    counter = iter(range(10_000))
+
+    def register(token: str | None = None, tz: str = "Europe/Moscow") -> str:
+        client_id = f"clinic-{next(counter)}-{int(time.time() * 1000) % 100000}"
+        register_client(
+            ClientProfile(client_id=client_id, amocrm_subdomain="demo", amocrm_base_url=platform.amocrm.url,
+                          timezone=tz),
+            AmoCrmCredentials(access_token=SecretStr(token or DEFAULT_ACCESS_TOKEN)),
+            table_name=platform.table_name, secret_prefix=platform.env["CALLSIGHT_AMOCRM_SECRET_PREFIX"])
+        return client_id
+
+    return register
+
+
+def wait_finished(api: httpx.Client, client_id: str, days: dict[str, str], *, timeout: float = 120,
+                  on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.get(SYNC_STATUS, params={"client_id": client_id, **days}).json()
+        if on_poll:
+            on_poll(status)
+        if status["overall_status"] in ("completed", "partial", "failed"):
+            return dict(status)
+        time.sleep(0.2)
+    raise AssertionError(f"the run did not finish in {timeout} s")
+
+
+def assert_invariant(status: dict[str, Any]) -> None:
+    b = status["status_breakdown"]
+    assert b["pending"] + b["processing"] + b["success"] + b["failed"] == status["total_calls"], status

@@ -1,0 +1,66 @@
+"""Bad input over HTTP: always a 4xx JSON answer naming the field and the problem, never a 5xx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.conftest import SYNC, SYNC_STATUS
+
+GOOD = {"client_id": "demo", "start_date": "2026-11-01", "end_date": "2026-11-02"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "words"),
+    [
+        ({"start_date": "2026-11-01", "end_date": "2026-11-02"}, 400, "client_id", "required"),
+        ({**GOOD, "client_id": ""}, 400, "client_id", "at least 1"),
+        ({**GOOD, "client_id": "   "}, 400, "client_id", "at least 1"),
+        ({**GOOD, "start_date": "2026-11-31"}, 400, "start_date", "not a real calendar date"),
+        ({**GOOD, "start_date": "yesterday"}, 400, "start_date", "YYYY-MM-DD"),
+        ({"client_id": "demo", "start_date_str": "2026/11/01", "end_date_str": "2026-11-02"}, 400,
+         "start_date_str", "YYYY-MM-DD"),
+        ({**GOOD, "end_date": "2026-10-01"}, 400, "end_date", "before start_date"),
+        ({**GOOD, "start_date": "2024-01-01"}, 400, "end_date", "at most 366"),
+        ({**GOOD, "client_id": "no-such-clinic"}, 404, "client_id", "unknown client"),
+    ],
+)
+def test_bad_start_bodies(api: httpx.Client, body: dict[str, str], status: int, field: str, words: str) -> None:
+    answer = api.post(SYNC, json=body)
+    assert answer.status_code == status, answer.text
+    problems = answer.json()["errors"]
+    assert any(p["field"] == field and words in p["problem"] for p in problems), problems
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"", b'"text"', b"{"])
+def test_a_body_that_is_not_a_json_object(api: httpx.Client, raw: bytes) -> None:
+    answer = api.post(SYNC, content=raw, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["errors"][0]["field"] == "body"
+
+
+def test_an_oversized_body(api: httpx.Client) -> None:
+    answer = api.post(SYNC, json={**GOOD, "padding": "x" * 100_000})
+    assert answer.status_code == 413 and answer.json()["errors"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "field"),
+    [
+        ({}, 400, "client_id"),
+        ({"client_id": "demo", "start_date": "2026-11-01"}, 400, "end_date"),
+        ({"client_id": "demo", "start_date": "2026-13-01", "end_date": "2026-11-02"}, 400, "start_date"),
+        ({"client_id": "demo", "start_date": "2026-11-05", "end_date": "2026-11-01"}, 400, "end_date"),
+        ({"client_id": "nobody", "start_date": "2026-11-01", "end_date": "2026-11-02"}, 404, "client_id"),
+    ],
+)
+def test_bad_status_queries(api: httpx.Client, query: dict[str, str], status: int, field: str) -> None:
+    answer = api.get(SYNC_STATUS, params=query)
+    assert answer.status_code == status, answer.text
+    assert field in {p["field"] for p in answer.json()["errors"]}
+
+
+def test_wrong_method_and_unknown_path_are_json_4xx(api: httpx.Client) -> None:
+    assert api.get(SYNC).status_code in (403, 404, 405)
+    unknown = api.post("/api/nothing-here", json=GOOD)
+    assert unknown.status_code in (403, 404) and unknown.headers["content-type"].startswith("application/json")

@@ -1,0 +1,1 @@
+"""Tests of the local platform (infra/): template resolution, embedded AWS, dispatch, API, events."""

@@ -1,0 +1,207 @@
+"""infra.apigw: routing, the REST API (v1) proxy event, proxy answers and API Gateway's own errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.apigw import MAX_BODY_BYTES, ApiGateway
+from infra.template import ApiRoute, Template
+
+EVENT_KEYS = {"resource", "path", "httpMethod", "headers", "multiValueHeaders", "queryStringParameters",
+              "multiValueQueryStringParameters", "pathParameters", "stageVariables", "requestContext", "body",
+              "isBase64Encoded"}
+
+
+class Recorder:
+    """Stands in for the Lambda dispatcher: records events, answers what the test asks."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], str]] = []
+        self.answer: Any = {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": '{"ok": true}'}
+
+    def __call__(self, function: str, event: dict[str, Any], request_id: str) -> Any:
+        self.calls.append((function, event, request_id))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+ROUTES = [
+    ApiRoute("Create", "C", "/api/things", "POST"),
+    ApiRoute("List", "L", "/api/things", "GET"),
+    ApiRoute("One", "O", "/api/things/{id}", "GET"),
+    ApiRoute("Files", "F", "/files/{path+}", "ANY"),
+]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def api(recorder: Recorder) -> Iterator[ApiGateway]:
+    gateway = ApiGateway(ROUTES, recorder, port=0, stage="test")
+    gateway.start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def http(api: ApiGateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        yield client
+
+
+def test_post_builds_the_proxy_event(http: httpx.Client, recorder: Recorder) -> None:
+    answer = http.post("/api/things?a=1&b=2&a=3", content=b'{"x": 1}',
+                       headers={"Content-Type": "application/json", "X-Multi": "one"})
+    assert answer.status_code == 200
+    assert answer.json() == {"ok": True}
+    (function, event, request_id), = recorder.calls
+    assert function == "Create"
+    assert set(event) == EVENT_KEYS
+    assert event["resource"] == "/api/things" and event["path"] == "/api/things"
+    assert event["httpMethod"] == "POST"
+    assert event["queryStringParameters"] == {"a": "3", "b": "2"}
+    assert event["multiValueQueryStringParameters"] == {"a": ["1", "3"], "b": ["2"]}
+    assert event["pathParameters"] is None and event["stageVariables"] is None
+    assert event["headers"]["Content-Type"] == "application/json"
+    assert event["headers"]["X-Multi"] == "one" and event["multiValueHeaders"]["X-Multi"] == ["one"]
+    assert event["body"] == '{"x": 1}' and event["isBase64Encoded"] is False
+    context = event["requestContext"]
+    assert context["requestId"] == request_id == answer.headers["x-amzn-RequestId"]
+    assert context["stage"] == "test" and context["httpMethod"] == "POST"
+    assert context["path"] == "/test/api/things" and context["resourcePath"] == "/api/things"
+    assert context["identity"]["sourceIp"] == "127.0.0.1"
+
+
+def test_get_without_query_or_body_has_nulls(http: httpx.Client, recorder: Recorder) -> None:
+    assert http.get("/api/things").status_code == 200
+    event = recorder.calls[0][1]
+    assert recorder.calls[0][0] == "List"
+    assert event["queryStringParameters"] is None and event["multiValueQueryStringParameters"] is None
+    assert event["body"] is None and event["isBase64Encoded"] is False
+
+
+def test_path_parameters_and_greedy_paths(http: httpx.Client, recorder: Recorder) -> None:
+    http.get("/api/things/a%20b")
+    http.delete("/files/x/y/z.txt")
+    (f1, e1, _), (f2, e2, _) = recorder.calls
+    assert (f1, e1["pathParameters"], e1["resource"]) == ("One", {"id": "a b"}, "/api/things/{id}")
+    assert (f2, e2["pathParameters"], e2["httpMethod"]) == ("Files", {"path": "x/y/z.txt"}, "DELETE")
+
+
+def test_binary_body_is_base64(http: httpx.Client, recorder: Recorder) -> None:
+    http.post("/api/things", content=b"\xff\xfe\x00")
+    event = recorder.calls[0][1]
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == b"\xff\xfe\x00"
+
+
+def test_proxy_answer_headers_multivalue_and_base64(http: httpx.Client, recorder: Recorder) -> None:
+    recorder.answer = {"statusCode": 201, "headers": {"X-One": "1", "Content-Type": "application/octet-stream"},
+                       "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]},
+                       "body": base64.b64encode(b"\x00\x01").decode(), "isBase64Encoded": True}
+    answer = http.post("/api/things")
+    assert answer.status_code == 201
+    assert answer.content == b"\x00\x01"
+    assert answer.headers["X-One"] == "1"
+    assert answer.headers.get_list("Set-Cookie") == ["a=1", "b=2"]
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_unknown_path_is_404(http: httpx.Client, recorder: Recorder) -> None:
+    answer = http.get("/api/nothing")
+    assert (answer.status_code, answer.json()) == (404, {"message": "Not Found"})
+    assert not recorder.calls
+
+
+def test_wrong_method_is_405(http: httpx.Client, recorder: Recorder) -> None:
+    answer = http.put("/api/things")
+    assert answer.status_code == 405
+    assert "message" in answer.json()
+    assert set(answer.headers["Allow"].replace(" ", "").split(",")) == {"GET", "POST", "OPTIONS"}
+    assert not recorder.calls
+
+
+def test_cors_preflight(http: httpx.Client, recorder: Recorder) -> None:
+    answer = http.options("/api/things", headers={"Origin": "http://localhost:3000",
+                                                   "Access-Control-Request-Method": "POST",
+                                                   "Access-Control-Request-Headers": "content-type"})
+    assert answer.status_code == 204
+    assert answer.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in answer.headers["Access-Control-Allow-Methods"]
+    assert answer.headers["Access-Control-Allow-Headers"] == "content-type"
+    assert not recorder.calls
+    assert http.options("/api/nothing").status_code == 404
+
+
+def test_body_over_10_mb_is_413(http: httpx.Client, recorder: Recorder) -> None:
+    answer = http.post("/api/things", content=b"x" * (MAX_BODY_BYTES + 1))
+    assert answer.status_code == 413
+    assert "message" in answer.json()
+    assert not recorder.calls
+    assert http.post("/api/things", content=b"x" * 1024).status_code == 200  # the server still answers
+
+
+def test_handler_exception_is_502_and_logged(http: httpx.Client, recorder: Recorder,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    recorder.answer = KeyError("secret detail")
+    with caplog.at_level(logging.ERROR, logger="infra.apigw"):
+        answer = http.post("/api/things")
+    assert (answer.status_code, answer.json()) == (502, {"message": "Internal server error"})
+    assert "secret detail" not in answer.text
+    assert "Traceback" in caplog.text and "secret detail" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [None, {"body": "x"}, {"statusCode": 200, "body": {"not": "a string"}}])
+def test_malformed_proxy_answer_is_502(http: httpx.Client, recorder: Recorder, bad: Any) -> None:
+    recorder.answer = bad
+    answer = http.get("/api/things")
+    assert (answer.status_code, answer.json()) == (502, {"message": "Internal server error"})
+
+
+def test_index_lists_the_routes(http: httpx.Client) -> None:
+    index = http.get("/").json()
+    assert {(r["method"], r["path"], r["function"]) for r in index["routes"]} == {
+        (r.method, r.path, r.function) for r in ROUTES}
+
+
+def test_stop_frees_the_port(recorder: Recorder) -> None:
+    gateway = ApiGateway(ROUTES, recorder, port=0)
+    gateway.start()
+    port = gateway.port
+    assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+    gateway.stop()
+    gateway.stop()  # idempotent
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/")
+
+
+def test_every_route_of_the_real_template_is_served(recorder: Recorder) -> None:
+    template = Template()
+    gateway = ApiGateway(template.api_routes, recorder, port=0, stage=template.api_stage)
+    gateway.start()
+    try:
+        with httpx.Client(base_url=gateway.url) as http:
+            for route in template.api_routes:
+                method = "GET" if route.method == "ANY" else route.method
+                path = route.path.replace("{", "").replace("}", "").replace("+", "")
+                assert http.request(method, path, content=json.dumps({}) if method != "GET" else None
+                                    ).status_code == 200
+                assert recorder.calls[-1][0] == route.function
+                assert recorder.calls[-1][1]["requestContext"]["stage"] == template.api_stage
+    finally:
+        gateway.stop()
