@@ -23,7 +23,7 @@ AMOCRM_LIMIT = 7.0
 def bench_sync_rate(calls: int, page_size: int) -> dict[str, Any]:
     start, end = demo_range()
     with LocalPlatform(port=0, demo_calls=calls, postgres=False,
-                       parameter_overrides={"AmoCrmPageSize": str(page_size)}) as platform:
+                       parameter_overrides={"AmoCrmPageSize": str(page_size), "LogLevel": "WARNING"}) as platform:
         stub = platform.amocrm
         assert stub is not None, "the sync-rate benchmark needs the stub amoCRM"
         stub.reset_stats()

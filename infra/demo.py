@@ -80,9 +80,9 @@ def print_summary(status: dict[str, Any]) -> None:
 def print_sample_calls(platform: LocalPlatform, limit: int = 5) -> None:
     table = platform.boto3_resource("dynamodb").Table(platform.env["CALLSIGHT_TABLE_NAME"])
     items = table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"CALLS#{DEMO_CLIENT}"},
-                        ScanIndexForward=False, Limit=limit)["Items"]
+                        ScanIndexForward=False, Limit=4 * limit)["Items"]
     print("\nLatest synced calls:")
-    for item in items:
+    for item in sorted(items, key=lambda i: str(i["call_time"]), reverse=True)[:limit]:
         state = item.get("sync_skip") or ("recording in S3" if item.get("recording_key") else item.get("sync_status"))
         print(f"  {str(item['call_time'])[:16].replace('T', ' ')}  {item['direction']:<8}  "
               f"{int(item['duration']):>5} s  {item.get('administrator') or '-':<22}  {state}")
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start, end = demo_range()
-    with LocalPlatform(port=args.port, demo_calls=args.demo_calls) as platform:
+    overrides = {"LogLevel": os.environ.get("LOG_LEVEL", "WARNING")}  # handlers' JSON logs would hide the bar
+    with LocalPlatform(port=args.port, demo_calls=args.demo_calls, parameter_overrides=overrides) as platform:
         print(f"Callsight local platform ready at {platform.api_url}")
         with httpx.Client(base_url=platform.api_url, timeout=60) as api:
             status = run_process(api, "sync", "/api/calls-parallel-bulk/sync-by-date-range",

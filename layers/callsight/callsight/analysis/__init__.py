@@ -1,0 +1,1 @@
+"""Call analysis: the structured result an LLM returns for one call, validated by pydantic."""

@@ -1,0 +1,58 @@
+"""Duplicate and racing task deliveries (Step Functions retries, at-least-once invokes) keep counters exact."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from infra.platform import LocalPlatform
+from tests.api.conftest import DEMO_CALLS, SYNC_STATUS, assert_invariant
+
+
+def _invoke(platform: LocalPlatform, function: str, payload: dict[str, Any]) -> dict[str, Any]:
+    answer = platform.boto3_client("lambda").invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+    body = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, body
+    return dict(body)
+
+
+def test_racing_duplicate_deliveries_count_each_call_once(api: httpx.Client, platform: LocalPlatform,
+                                                          new_client: Any, month: dict[str, str]) -> None:
+    client_id = new_client()
+    run = {"client_id": client_id, "process": "sync", **month, "force": False, "run_id": "race-run"}
+    # the same planning task delivered twice: the second stores nothing new
+    plan = _invoke(platform, "SyncCallsFunction", run)
+    replan = _invoke(platform, "SyncCallsFunction", run)
+    assert plan["fetched"]["new_calls"] == DEMO_CALLS and replan["fetched"]["new_calls"] == 0
+    assert replan["fetched"]["to_download"] == plan["fetched"]["to_download"]
+
+    polls: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            polls.append(api.get(SYNC_STATUS, params={"client_id": client_id, **month}).json())
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        deliveries = [{"client_id": client_id, "run_id": "race-run", "chunk_key": key}
+                      for key in plan["chunks"] for _ in range(3)]  # every chunk delivered three times at once
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda d: _invoke(platform, "DownloadRecordingsFunction", d), deliveries))
+    finally:
+        stop.set()
+        poller.join()
+
+    status = api.get(SYNC_STATUS, params={"client_id": client_id, **month}).json()
+    assert status["total_calls"] == DEMO_CALLS
+    assert status["status_breakdown"] == {"pending": 0, "processing": 0, "success": DEMO_CALLS, "failed": 0}
+    assert sum(r["failed"] for r in results) == 0
+    assert len(polls) > 3
+    for seen in polls:
+        assert_invariant(seen)
+        assert seen["total_calls"] == DEMO_CALLS
