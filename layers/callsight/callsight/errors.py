@@ -35,5 +35,9 @@ class AmoCrmAuthError(AmoCrmError):
     """amoCRM rejected the credentials: an operator must re-register the token. Not retried."""
 
 
-class RecordingDownloadError(CallsightError):
-    """One recording could not be downloaded; recorded on that call, never fatal for the run."""
+class CallFailed(CallsightError):
+    """One call could not go through a step; the reason is recorded on that call, the run goes on."""
+
+
+class RecordingDownloadError(CallFailed):
+    """One recording could not be downloaded."""

@@ -99,12 +99,13 @@ class CallRepository:
         return {item["sk"]: item for item in found}
 
     # ------------------------------------------------------------------ writes
-    def transition(self, key: CallKey, process: str, frm: str, to: str, *, frm_skip: str | None = None,
+    def transition(self, key: CallKey, process: str, frm: str | None, to: str, *, frm_skip: str | None = None,
                    to_skip: str | None = None, set_attrs: dict[str, Any] | None = None,
                    remove: Iterable[str] = ()) -> bool:
         """Move one call from ``frm`` to ``to`` in ``process``; False when it was not in ``frm``.
 
-        The call's skip reason (``<process>_skip``) is part of the state: it moves with the status.
+        ``frm=None`` enters a stored call into a process it has not been in (it joins the total). The
+        call's skip reason (``<process>_skip``) is part of the state: it moves with the status.
         """
         attr = status_attr(process)
         sets = {attr: to, f"{process}_updated_at": utc_now_iso(), **(set_attrs or {})}
@@ -120,8 +121,11 @@ class CallRepository:
             names.update({f"#r{i}": name for i, name in enumerate(removals)})
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removals)))
         names["#from"] = attr
-        values[":from"] = frm
-        condition = "#from = :from"
+        if frm is None:
+            condition = "attribute_exists(pk) AND attribute_not_exists(#from)"
+        else:
+            values[":from"] = frm
+            condition = "#from = :from"
         if frm_skip:
             names["#fskip"] = f"{process}_skip"
             values[":fskip"] = frm_skip

@@ -8,8 +8,6 @@ Step 2 (one task per chunk, fanned out by the state machine) downloads the recor
 from __future__ import annotations
 
 import tempfile
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,15 +18,16 @@ from aws_lambda_powertools import Logger
 from callsight.amocrm import AmoCrmClient
 from callsight.dal.calls import CallKey, CallRepository
 from callsight.dal.clients import ClientProfile
-from callsight.dal.recordings import ObjectStore, plan_key, recording_key
+from callsight.dal.recordings import ObjectStore, recording_key
 from callsight.dates import DateRange, local_day, local_iso, utc_now_iso
 from callsight.errors import AmoCrmError, RecordingDownloadError
+from callsight.logic.steps import ChunkWorker, plan_calls
 from callsight.processes import CallStatus, Process, SkipReason
 
 logger = Logger(child=True)
 
 SYNC = Process.SYNC.value
-PENDING, PROCESSING, SUCCESS, FAILED = (s.value for s in CallStatus)
+PENDING, SUCCESS = CallStatus.PENDING.value, CallStatus.SUCCESS.value
 #: fields a re-sync may change; statuses change only through transitions
 DESCRIPTIVE_FIELDS = (
     "call_time", "direction", "duration", "phone", "call_status", "call_result", "responsible_user_id",
@@ -113,16 +112,12 @@ def fetch_and_plan(*, client: ClientProfile, days: DateRange, run_id: str, force
             continue
         fresh[f"{call['day']}#{call['call_id']}"] = call
     stored = store_calls(calls, list(fresh.values()))
-    to_download = requeue_for_download(calls, days, run_id=run_id, force=force)
-    chunks = []
-    for i in range(0, len(to_download), settings.chunk_size):
-        key = plan_key(client.client_id, run_id, f"download-{i // settings.chunk_size:05d}")
-        store.put_json(key, to_download[i:i + settings.chunk_size])
-        chunks.append(key)
+    plan = plan_calls(calls, store, process=SYNC, days=days, run_id=run_id, force=force, eligible=needs_recording,
+                      chunk_size=settings.chunk_size, entry=_download_entry)
     fetched = {"notes_scanned": len(notes), "calls_in_range": len(fresh), "malformed_notes": malformed,
-               **stored, "to_download": len(to_download), "amocrm_requests": amocrm.requests_sent}
+               **stored, "to_download": plan["planned"]["planned"], "amocrm_requests": amocrm.requests_sent}
     logger.info("sync planned", extra=fetched)
-    return {"chunks": chunks, "fetched": fetched}
+    return {"chunks": plan["chunks"], "fetched": fetched}
 
 
 def store_calls(calls: CallRepository, fresh: list[dict[str, Any]]) -> dict[str, int]:
@@ -148,21 +143,12 @@ def store_calls(calls: CallRepository, fresh: list[dict[str, Any]]) -> dict[str,
     return {"new_calls": inserted, "updated_calls": updated, "unchanged_calls": unchanged}
 
 
-def requeue_for_download(calls: CallRepository, days: DateRange, *, run_id: str, force: bool) -> list[dict[str, str]]:
-    """Calls of the range whose recording must be (re)downloaded, back in ``pending``."""
-    plan: list[dict[str, str]] = []
-    for item in calls.in_range(days):
-        status, skip = item.get("sync_status"), item.get("sync_skip")
-        if skip or not item.get("recording_url"):
-            continue
-        key = CallKey.from_sk(item["sk"])
-        if status in (FAILED, PROCESSING) or (force and status == SUCCESS):
-            if not calls.transition(key, SYNC, status, PENDING, remove=["sync_error"]):
-                continue
-            status = PENDING
-        if status == PENDING:
-            plan.append({"sk": item["sk"], "url": item["recording_url"]})
-    return plan
+def needs_recording(call: dict[str, Any]) -> bool:
+    return bool(call.get("recording_url")) and not call.get("sync_skip")
+
+
+def _download_entry(call: dict[str, Any]) -> dict[str, Any]:
+    return {"sk": call["sk"], "url": call["recording_url"]}
 
 
 class RecordingDownloader:
@@ -171,33 +157,15 @@ class RecordingDownloader:
     def __init__(self, *, client_id: str, run_id: str, calls: CallRepository, store: ObjectStore,
                  http: httpx.Client, concurrency: int, max_bytes: int) -> None:
         self.client_id = client_id
-        self.run_id = run_id
-        self.calls = calls
         self.store = store
         self.http = http
-        self.concurrency = concurrency
         self.max_bytes = max_bytes
+        self.worker = ChunkWorker(process=SYNC, run_id=run_id, calls=calls, concurrency=concurrency,
+                                  work=lambda key, entry: self._fetch_to_s3(key, entry["url"]))
 
     def run(self, entries: list[dict[str, str]]) -> dict[str, int]:
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            outcomes = Counter(pool.map(self.download_one, entries))
-        return {"downloaded": outcomes["downloaded"], "failed": outcomes["failed"],
-                "not_pending": outcomes["not_pending"]}
-
-    def download_one(self, entry: dict[str, str]) -> str:
-        key = CallKey.from_sk(entry["sk"])
-        if not self.calls.transition(key, SYNC, PENDING, PROCESSING, set_attrs={"sync_run": self.run_id}):
-            current = self.calls.get(key) or {}
-            # a retry of this run's task takes back the calls it had claimed; anything else is not ours
-            if current.get("sync_status") != PROCESSING or current.get("sync_run") != self.run_id:
-                return "not_pending"
-        try:
-            stored = self._fetch_to_s3(key, entry["url"])
-        except RecordingDownloadError as exc:
-            self.calls.transition(key, SYNC, PROCESSING, FAILED, set_attrs={"sync_error": str(exc)})
-            return "failed"
-        self.calls.transition(key, SYNC, PROCESSING, SUCCESS, set_attrs=stored, remove=["sync_error"])
-        return "downloaded"
+        result = self.worker.run(entries)
+        return {"downloaded": result["succeeded"], "failed": result["failed"], "not_pending": result["not_pending"]}
 
     def _fetch_to_s3(self, key: CallKey, url: str) -> dict[str, Any]:
         host = urlsplit(url).netloc or "?"

@@ -1,0 +1,114 @@
+"""What every per-call process shares: planning the calls of a range, and working through a chunk.
+
+Planning puts each call that needs the step in ``pending`` (a call new to the process joins its
+total; ``failed`` and orphaned ``processing`` calls go back to ``pending``; with ``force``, so do
+successes) and writes the pending calls to S3 in chunks, which the state machine fans out.
+
+A chunk worker claims each call (``pending -> processing``, counted once), does the work, and
+ends it ``success`` or ``failed`` with the reason. A retried delivery of the same run takes back
+the calls it had claimed; any other duplicate finds them taken and leaves them alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from callsight.dal.calls import CallKey, CallRepository, status_attr
+from callsight.dal.recordings import ObjectStore, plan_key
+from callsight.dates import DateRange
+from callsight.errors import CallFailed
+from callsight.processes import CallStatus, Process
+
+logger = Logger(child=True)
+
+PENDING, PROCESSING, SUCCESS, FAILED = (s.value for s in CallStatus)
+
+
+def needs_transcript(call: dict[str, Any]) -> bool:
+    """Calls whose recording is in S3."""
+    return call.get("sync_status") == SUCCESS and bool(call.get("recording_key")) and not call.get("sync_skip")
+
+
+def needs_analysis(call: dict[str, Any]) -> bool:
+    """Calls with a transcript."""
+    return call.get("transcribe_status") == SUCCESS and bool(call.get("transcript_key"))
+
+
+ELIGIBLE: dict[str, Callable[[dict[str, Any]], bool]] = {
+    Process.TRANSCRIBE.value: needs_transcript,
+    Process.ANALYZE.value: needs_analysis,
+}
+
+
+def plan_calls(calls: CallRepository, store: ObjectStore, *, process: str, days: DateRange, run_id: str,
+               force: bool, eligible: Callable[[dict[str, Any]], bool], chunk_size: int,
+               entry: Callable[[dict[str, Any]], dict[str, Any]] = lambda item: {"sk": item["sk"]}) -> dict[str, Any]:
+    """Put the range's calls that need ``process`` in ``pending``; write them to S3 in chunks."""
+    attr = status_attr(process)
+    pending: list[dict[str, Any]] = []
+    moved: Counter[str] = Counter()
+    for item in calls.in_range(days):
+        if not eligible(item):
+            continue
+        status = item.get(attr)
+        if status != PENDING and (status in (None, FAILED, PROCESSING) or (force and status == SUCCESS)):
+            if not calls.transition(CallKey.from_sk(item["sk"]), process, status, PENDING,
+                                    remove=[f"{process}_error"]):
+                continue  # changed meanwhile; a later run will see it
+            moved[str(status)] += 1
+            status = PENDING
+        if status == PENDING:
+            pending.append(entry(item))
+    chunks = []
+    for i in range(0, len(pending), chunk_size):
+        key = plan_key(calls.client_id, run_id, f"{process}-{i // chunk_size:05d}")
+        store.put_json(key, pending[i:i + chunk_size])
+        chunks.append(key)
+    planned = {"planned": len(pending), "new": moved["None"], "retried_failed": moved[FAILED],
+               "recovered_processing": moved[PROCESSING], "forced": moved[SUCCESS], "chunks": len(chunks)}
+    logger.info("calls planned", extra={"step": process, **planned})
+    return {"chunks": chunks, "planned": planned}
+
+
+class ChunkWorker:
+    """Works through one chunk, ``concurrency`` calls at a time; each call ends success or failed."""
+
+    def __init__(self, *, process: str, run_id: str, calls: CallRepository, concurrency: int,
+                 work: Callable[[CallKey, dict[str, Any]], dict[str, Any]]) -> None:
+        self.process = process
+        self.run_id = run_id
+        self.calls = calls
+        self.concurrency = concurrency
+        self.work = work
+
+    def run(self, entries: list[dict[str, Any]]) -> dict[str, int]:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            outcomes = Counter(pool.map(self.process_one, entries))
+        return {"succeeded": outcomes[SUCCESS], "failed": outcomes[FAILED], "not_pending": outcomes["not_pending"]}
+
+    def process_one(self, entry: dict[str, Any]) -> str:
+        key = CallKey.from_sk(entry["sk"])
+        run_attr = f"{self.process}_run"
+        if not self.calls.transition(key, self.process, PENDING, PROCESSING, set_attrs={run_attr: self.run_id}):
+            current = self.calls.get(key) or {}
+            if current.get(status_attr(self.process)) != PROCESSING or current.get(run_attr) != self.run_id:
+                return "not_pending"
+        try:
+            result = self.work(key, entry)
+        except CallFailed as exc:
+            return self._fail(key, str(exc))
+        except Exception as exc:  # one call's surprise must not leave it processing or sink its chunk
+            logger.exception("call failed unexpectedly", extra={"step": self.process, "call": key.sk})
+            return self._fail(key, f"{type(exc).__name__}: {exc}"[:500])
+        self.calls.transition(key, self.process, PROCESSING, SUCCESS, set_attrs=result,
+                              remove=[f"{self.process}_error"])
+        return SUCCESS
+
+    def _fail(self, key: CallKey, reason: str) -> str:
+        self.calls.transition(key, self.process, PROCESSING, FAILED, set_attrs={f"{self.process}_error": reason})
+        return FAILED
