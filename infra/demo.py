@@ -1,8 +1,9 @@
 """``make demo``: the main job end to end on the local platform, through the HTTP API as the frontend does.
 
-Starts the platform, starts the sync of the demo clinic's last 30 days, polls the status endpoint
-with a progress bar, prints the summary and a few synced calls, and exits 0 on success (1 if the run
-failed, 2 if it finished with failed calls). ``--keep-serving`` leaves the platform up afterwards.
+Starts the platform, then for the demo clinic's last 30 days runs sync, transcription and analysis in
+turn: each started, then its status endpoint polled with a progress bar. Prints each summary and a
+few analysed calls, and exits 0 on success (1 if a run failed, 2 if one finished with failed calls).
+``--keep-serving`` leaves the platform up afterwards.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from infra.platform import LocalPlatform
 
 DEMO_CLIENT = "demo"
 FINISHED = ("completed", "partial", "failed")
+PROCESSES = (  # label, start path, status path, the body's date spelling (as the frontend guide sends it)
+    ("sync", "/api/calls-parallel-bulk/sync-by-date-range", "/api/calls-parallel-bulk/sync-by-date-range-status",
+     "_str"),
+    ("transcribe", "/api/calls/transcribe-by-date-range", "/api/calls/transcribe-by-date-range-status", ""),
+    ("analyze", "/api/analyze-by-date-range", "/api/analyze-by-date-range-status", "_str"),
+)
 
 
 def demo_range(days: int = 31, tz: str = "Europe/Moscow") -> tuple[str, str]:
@@ -46,7 +53,7 @@ def run_process(api: httpx.Client, label: str, start_path: str, status_path: str
     started = answer.json()
     print(f"{label}: {started['message']} (execution {started['execution_name']})")
     query = {"client_id": body["client_id"], "start_date": body.get("start_date") or body["start_date_str"],
-             "end_date": body.get("end_date") or body["end_date_str"]}
+             "end_date": body.get("end_date") or body["end_date_str"]}  # status queries use the short spelling
     tty = sys.stdout.isatty()
     last_line = ""
     while True:
@@ -65,27 +72,33 @@ def run_process(api: httpx.Client, label: str, start_path: str, status_path: str
     return dict(status)
 
 
-def print_summary(status: dict[str, Any]) -> None:
+def print_summary(label: str, status: dict[str, Any]) -> None:
     b = status["status_breakdown"]
-    print(f"\nSync of {status['client_id']} {status['start_date']}..{status['end_date']}: {status['overall_status']}")
-    print(f"  calls synced:            {status['total_calls']}")
-    print(f"  recordings downloaded:   {b['success'] - sum(status.get('skipped', {}).values())}")
-    for reason, count in sorted(status.get("skipped", {}).items()):
-        print(f"  skipped ({reason.replace('_', ' ')}): {count}")
-    print(f"  failed:                  {b['failed']}")
+    line = (f"  {label}: {status['overall_status']}, {status['total_calls']} calls: {b['success']} succeeded, "
+            f"{b['failed']} failed")
+    skipped = status.get("skipped") or {}
+    if skipped:
+        line += " (" + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items())) + ")"
+    print(line)
     if status.get("error"):
-        print(f"  error: {status['error']}")
+        print(f"    error: {status['error']}")
 
 
-def print_sample_calls(platform: LocalPlatform, limit: int = 5) -> None:
+def print_analysed_calls(platform: LocalPlatform, limit: int = 3) -> None:
     table = platform.boto3_resource("dynamodb").Table(platform.env["CALLSIGHT_TABLE_NAME"])
     items = table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"CALLS#{DEMO_CLIENT}"},
-                        ScanIndexForward=False, Limit=4 * limit)["Items"]
-    print("\nLatest synced calls:")
-    for item in sorted(items, key=lambda i: str(i["call_time"]), reverse=True)[:limit]:
-        state = item.get("sync_skip") or ("recording in S3" if item.get("recording_key") else item.get("sync_status"))
-        print(f"  {str(item['call_time'])[:16].replace('T', ' ')}  {item['direction']:<8}  "
-              f"{int(item['duration']):>5} s  {item.get('administrator') or '-':<22}  {state}")
+                        ScanIndexForward=False)["Items"]
+    analysed = sorted((i for i in items if i.get("analysis")), key=lambda i: str(i["call_time"]), reverse=True)
+    print(f"\nLatest analysed calls ({len(analysed)} in all):")
+    for item in analysed[:limit]:
+        a = item["analysis"]
+        print(f"\n  {str(item['call_time'])[:16].replace('T', ' ')}  {item['direction']}, {int(item['duration'])} s, "
+              f"administrator {item.get('administrator') or '-'}")
+        print(f"  type {a['call_type']}, booked: {'yes' if a['outcome']['booked'] else 'no'} "
+              f"({a['outcome']['reason']}), score {a['overall_score']}/100, patient {a['patient_sentiment']}")
+        print(f"  {a['summary']}")
+        for advice in a["recommendations"][:3]:
+            print(f"   - {advice}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"LogLevel": os.environ.get("LOG_LEVEL", "WARNING")}  # handlers' JSON logs would hide the bar
     with LocalPlatform(port=args.port, demo_calls=args.demo_calls, parameter_overrides=overrides) as platform:
         print(f"Callsight local platform ready at {platform.api_url}")
+        finals: list[tuple[str, dict[str, Any]]] = []
         with httpx.Client(base_url=platform.api_url, timeout=60) as api:
-            status = run_process(api, "sync", "/api/calls-parallel-bulk/sync-by-date-range",
-                                 "/api/calls-parallel-bulk/sync-by-date-range-status",
-                                 body={"client_id": DEMO_CLIENT, "start_date_str": start, "end_date_str": end},
-                                 poll_seconds=args.poll)
-        print_summary(status)
-        if status["total_calls"]:
-            print_sample_calls(platform)
-        code = {"completed": 0, "failed": 1}.get(status["overall_status"], 2)
+            for label, start_path, status_path, spelling in PROCESSES:
+                body = {"client_id": DEMO_CLIENT, f"start_date{spelling}": start, f"end_date{spelling}": end}
+                finals.append((label, run_process(api, label, start_path, status_path, body=body,
+                                                  poll_seconds=args.poll)))
+                if finals[-1][1]["overall_status"] == "failed":
+                    break
+        print(f"\nDemo clinic, {start}..{end}:")
+        for label, status in finals:
+            print_summary(label, status)
+        print_analysed_calls(platform)
+        outcomes = {status["overall_status"] for _, status in finals}
+        code = 1 if "failed" in outcomes else 2 if outcomes - {"completed"} else 0
         if args.keep_serving:
             print(f"\nServing at {platform.api_url} - Ctrl-C to stop.")
             try:

@@ -36,6 +36,8 @@ REAL_AMOCRM_TOKEN_ENV = "CALLSIGHT_DEMO_AMOCRM_TOKEN"  # noqa: S105 - a variable
 OPENAI_SECRET_ID = "OpenAIApiKeySecret"  # noqa: S105 - a logical id
 DATABASE_SECRET_ID = "DatabaseUrlSecret"  # noqa: S105 - a logical id
 STUB_OPENAI_KEY = "stub-openai-key"
+REAL_OPENAI_KEY_ENV = "OPENAI_API_KEY"
+REAL_OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_STUB_TOKEN = "stub-long-lived-token"  # noqa: S105 - the stub's documented demo token
 
 _active_lock = threading.Lock()
@@ -52,13 +54,18 @@ class LocalPlatform:
     active: ClassVar[LocalPlatform | None] = None
 
     def __init__(self, *, port: int = 0, demo_calls: int = 200, amocrm_latency_ms: int = 0,
-                 amocrm_fault_rate: float = 0.0, postgres: bool = True, stage: str = "local",
+                 amocrm_fault_rate: float = 0.0, openai_latency_ms: int = 0, openai_fault_rate: float = 0.0,
+                 postgres: bool = True, stage: str = "local",
                  parameter_overrides: dict[str, Any] | None = None, template_path: str | Path = DEFAULT_TEMPLATE,
                  handler_overrides: Mapping[str, HandlerSpec | tuple[str | Path, str]] | None = None) -> None:
         self.port = port
         self.demo_calls = demo_calls
         self.amocrm_latency_ms = amocrm_latency_ms
         self.amocrm_fault_rate = amocrm_fault_rate
+        self.openai_latency_ms = openai_latency_ms
+        self.openai_fault_rate = openai_fault_rate
+        self.openai: Any = None
+        self._openai_key = STUB_OPENAI_KEY
         self.use_postgres = postgres
         self.stage = stage
         self.parameter_overrides = {"Stage": stage, **(parameter_overrides or {})}
@@ -148,6 +155,7 @@ class LocalPlatform:
         else:
             self.database_url = os.environ.get("DATABASE_URL") or None
         self._start_amocrm()
+        self._start_openai()
         self._apply_environment()  # moto itself reads AWS_PROFILE & co. when it creates its backends
         self.aws.start()
         self._apply_environment()  # now with the endpoint
@@ -188,7 +196,7 @@ class LocalPlatform:
             return
         errors: list[BaseException] = []
         for step in (self._stop_api, self._stop_events, self._abort_executions, self.aws.stop, self._stop_dispatcher,
-                     self._restore_environment, self._stop_amocrm, self._stop_postgres):
+                     self._restore_environment, self._stop_amocrm, self._stop_openai, self._stop_postgres):
             try:
                 step()
             except Exception as exc:
@@ -278,11 +286,35 @@ class LocalPlatform:
                                  or getattr(stub_module, "DEFAULT_ACCESS_TOKEN", DEFAULT_STUB_TOKEN))
         log.info("amoCRM stub on %s (%d demo calls)", self.amocrm_url, self.demo_calls)
 
+    def _start_openai(self) -> None:
+        """The stub OpenAI, unless OPENAI_API_KEY is set: then the real service (or OPENAI_BASE_URL's)."""
+        real_key = os.environ.get(REAL_OPENAI_KEY_ENV)
+        base_url = os.environ.get(REAL_OPENAI_BASE_URL_ENV, "") if real_key else ""
+        if not real_key:
+            from infra.stubs.openai import OpenAIStub
+
+            stub = OpenAIStub(port=0, api_key=STUB_OPENAI_KEY, latency_ms=self.openai_latency_ms,
+                              fault_rate=self.openai_fault_rate)
+            stub.start()
+            self.openai = stub
+            base_url = f"{stub.url}/v1"
+            log.info("OpenAI stub on %s", stub.url)
+        self._openai_key = real_key or STUB_OPENAI_KEY
+        # the template's OpenAIBaseUrl parameter is how the workers find it, as on AWS
+        self.parameter_overrides["OpenAIBaseUrl"] = base_url
+        self.template = Template(self.template_path, parameter_overrides=self.parameter_overrides,
+                                 stack_name=f"callsight-{self.stage}")
+
+    def _stop_openai(self) -> None:
+        if self.openai is not None:
+            self.openai.stop()
+            self.openai = None
+
     def _fill_secrets(self) -> None:
         values: dict[str, str] = {}
         secrets = self.template.secrets
         if OPENAI_SECRET_ID in secrets:
-            values[OPENAI_SECRET_ID] = STUB_OPENAI_KEY
+            values[OPENAI_SECRET_ID] = self._openai_key
         if DATABASE_SECRET_ID in secrets:
             if self.database_url:
                 values[DATABASE_SECRET_ID] = self.database_url

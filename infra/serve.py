@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="calls the amoCRM stub serves (default $DEMO_CALLS or 200)")
     parser.add_argument("--amocrm-latency-ms", type=int, default=0, help="latency the amoCRM stub adds")
     parser.add_argument("--amocrm-fault-rate", type=float, default=0.0, help="share of amoCRM stub requests that fail")
+    parser.add_argument("--openai-latency-ms", type=int, default=0, help="latency the OpenAI stub adds")
+    parser.add_argument("--openai-fault-rate", type=float, default=0.0, help="share of OpenAI stub requests that fail")
     parser.add_argument("--no-postgres", action="store_true", help="do not start the embedded PostgreSQL")
     parser.add_argument("--stage", default="local")
     parser.add_argument("--log-level", default=os.environ.get("CALLSIGHT_LOCAL_LOG_LEVEL", "INFO"))
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     platform = LocalPlatform(port=args.port, demo_calls=args.demo_calls, amocrm_latency_ms=args.amocrm_latency_ms,
-                             amocrm_fault_rate=args.amocrm_fault_rate, postgres=not args.no_postgres,
+                             amocrm_fault_rate=args.amocrm_fault_rate, openai_latency_ms=args.openai_latency_ms,
+                             openai_fault_rate=args.openai_fault_rate, postgres=not args.no_postgres,
                              stage=args.stage)
     log = logging.getLogger("infra.serve")
     try:

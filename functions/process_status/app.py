@@ -39,6 +39,16 @@ def sync_status() -> StatusResponse:
     return _status(Process.SYNC)
 
 
+@app.get("/api/calls/transcribe-by-date-range-status")
+def transcription_status() -> StatusResponse:
+    return _status(Process.TRANSCRIBE)
+
+
+@app.get("/api/analyze-by-date-range-status")
+def analysis_status() -> StatusResponse:
+    return _status(Process.ANALYZE)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

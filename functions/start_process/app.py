@@ -29,12 +29,26 @@ install_error_handlers(app)
 sfn = boto3.client("stepfunctions")
 starter = RunStarter(Table(CONFIG.table_name), sfn, lock_grace_seconds=CONFIG.lock_grace_seconds)
 
-STATUS_PATHS = {Process.SYNC: "/api/calls-parallel-bulk/sync-by-date-range-status"}
+STATUS_PATHS = {
+    Process.SYNC: "/api/calls-parallel-bulk/sync-by-date-range-status",
+    Process.TRANSCRIBE: "/api/calls/transcribe-by-date-range-status",
+    Process.ANALYZE: "/api/analyze-by-date-range-status",
+}
 
 
 @app.post("/api/calls-parallel-bulk/sync-by-date-range")
 def start_sync(request: Annotated[StartRequest, Body()]) -> Response[Any]:
     return _start(Process.SYNC, CONFIG.sync_state_machine_arn, request, wait=CONFIG.sync_wait_seconds)
+
+
+@app.post("/api/calls/transcribe-by-date-range")
+def start_transcription(request: Annotated[StartRequest, Body()]) -> Response[Any]:
+    return _start(Process.TRANSCRIBE, CONFIG.transcribe_state_machine_arn, request, wait=0)
+
+
+@app.post("/api/analyze-by-date-range")
+def start_analysis(request: Annotated[StartRequest, Body()]) -> Response[Any]:
+    return _start(Process.ANALYZE, CONFIG.analyze_state_machine_arn, request, wait=0)
 
 
 def _start(process: Process, state_machine_arn: str, request: StartRequest, *, wait: float) -> Response[Any]:

@@ -19,6 +19,10 @@ from infra.stubs.amocrm import DEFAULT_ACCESS_TOKEN
 
 SYNC = "/api/calls-parallel-bulk/sync-by-date-range"
 SYNC_STATUS = "/api/calls-parallel-bulk/sync-by-date-range-status"
+TRANSCRIBE = "/api/calls/transcribe-by-date-range"
+TRANSCRIBE_STATUS = "/api/calls/transcribe-by-date-range-status"
+ANALYZE = "/api/analyze-by-date-range"
+ANALYZE_STATUS = "/api/analyze-by-date-range-status"
 DEMO_CALLS = 60
 
 
@@ -32,6 +36,7 @@ def platform() -> Iterator[LocalPlatform]:
 @pytest.fixture
 def api(platform: LocalPlatform) -> Iterator[httpx.Client]:
     platform.amocrm.configure(latency_ms=0, fault_rate=0, broken_link_rate=0)
+    platform.openai.configure(latency_ms=0, fault_rate=0)
     with httpx.Client(base_url=platform.api_url, timeout=60) as client:
         yield client
 
@@ -60,10 +65,11 @@ def new_client(platform: LocalPlatform) -> Callable[..., str]:
 
 
 def wait_finished(api: httpx.Client, client_id: str, days: dict[str, str], *, timeout: float = 120,
-                  on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                  on_poll: Callable[[dict[str, Any]], None] | None = None,
+                  status_path: str = SYNC_STATUS) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = api.get(SYNC_STATUS, params={"client_id": client_id, **days}).json()
+        status = api.get(status_path, params={"client_id": client_id, **days}).json()
         if on_poll:
             on_poll(status)
         if status["overall_status"] in ("completed", "partial", "failed"):

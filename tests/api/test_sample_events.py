@@ -7,33 +7,55 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from infra.platform import LocalPlatform
+from tests.api.conftest import ANALYZE_STATUS, SYNC_STATUS, TRANSCRIBE_STATUS, wait_finished
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
-def _invoke(platform: LocalPlatform, function: str, event_file: str) -> dict[str, Any]:
+def _invoke(platform: LocalPlatform, function: str, event_file: str, **changes: str) -> dict[str, Any]:
     # the samples' week moved to last week: the stub's demo calls are always the last 30 days
     text = (EVENTS / event_file).read_text(encoding="utf-8")
     week_start = date.today() - timedelta(days=8)
     text = text.replace("2026-11-01", week_start.isoformat()).replace(
         "2026-11-07", (week_start + timedelta(days=6)).isoformat())
+    if changes:
+        text = json.dumps({**json.loads(text), **changes})
     answer = platform.boto3_client("lambda").invoke(FunctionName=function, Payload=text.encode())
     body = json.loads(answer["Payload"].read())
     assert "FunctionError" not in answer, body
     return dict(body)
 
 
-def test_every_sample_event_runs_on_its_handler(platform: LocalPlatform) -> None:
+def test_every_sample_event_runs_on_its_handler(platform: LocalPlatform, api: httpx.Client) -> None:
     status = _invoke(platform, "ProcessStatusFunction", "sync_status.json")
     assert status["statusCode"] == 200 and "overall_status" in json.loads(status["body"])
     plan = _invoke(platform, "SyncCallsFunction", "sync_calls.json")
-    assert plan["chunks"] and plan["chunks"][0].endswith("download-00000.json")
+    assert plan["chunks"] and plan["chunks"][0].endswith("sync-00000.json")
     downloaded = _invoke(platform, "DownloadRecordingsFunction", "download_recordings.json")
     assert downloaded["failed"] == 0 and downloaded["downloaded"] + downloaded["not_pending"] > 0
+    planned = _invoke(platform, "PlanCallsFunction", "plan_calls.json")
+    assert planned["chunks"][0].endswith("transcribe-00000.json") and planned["planned"]["planned"] > 0
+    transcribed = _invoke(platform, "TranscribeCallsFunction", "transcribe_calls.json")
+    assert transcribed["failed"] == 0 and transcribed["succeeded"] > 0
+    analysis_plan = _invoke(platform, "PlanCallsFunction", "plan_calls.json",
+                            process="analyze")
+    assert analysis_plan["chunks"][0].endswith("analyze-00000.json")
+    analysed = _invoke(platform, "AnalyzeCallsFunction", "analyze_calls.json")
+    assert analysed["failed"] == 0 and analysed["succeeded"] > 0
     finished = _invoke(platform, "FinishRunFunction", "finish_run.json")
     assert finished["execution_name"] == "sample-run"
     aborted = _invoke(platform, "FinishRunFunction", "finish_run_aborted.json")
     assert aborted["execution_name"] == "sample-aborted" and aborted["interrupted"] == 0
-    started = _invoke(platform, "StartProcessFunction", "sync_start.json")
-    assert started["statusCode"] in (200, 202, 409), started
+    for path in ("transcribe_status.json", "analyze_status.json"):
+        answer = _invoke(platform, "ProcessStatusFunction", path)
+        assert answer["statusCode"] == 200 and json.loads(answer["body"])["total_calls"] > 0
+    for path, status_path in (("sync_start.json", SYNC_STATUS), ("transcribe_start.json", TRANSCRIBE_STATUS),
+                              ("analyze_start.json", ANALYZE_STATUS)):
+        started = _invoke(platform, "StartProcessFunction", path)
+        assert started["statusCode"] in (200, 202), started
+        body = json.loads(started["body"])
+        days = {"start_date": body["start_date"], "end_date": body["end_date"]}
+        assert wait_finished(api, "demo", days, status_path=status_path)["overall_status"] == "completed"

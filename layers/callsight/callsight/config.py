@@ -18,6 +18,8 @@ class _Config(BaseSettings):
 
 class StartProcessConfig(_Config):
     sync_state_machine_arn: str = Field(min_length=1)
+    transcribe_state_machine_arn: str = Field(min_length=1)
+    analyze_state_machine_arn: str = Field(min_length=1)
     #: the sync start waits this long for the run to finish and answers 200 with the summary
     sync_wait_seconds: float = 20.0
     max_body_bytes: int = 16 * 1024
@@ -48,6 +50,40 @@ class DownloadRecordingsConfig(_Config):
 
 class FinishRunConfig(_Config):
     pass
+
+
+class PlanCallsConfig(_Config):
+    bucket: str = Field(min_length=1)
+    #: calls per worker task (one Map item): fewer, larger items cut Step Functions transitions
+    calls_per_chunk: int = Field(default=25, ge=1, le=500)
+
+
+class _OpenAIConfig(_Config):
+    bucket: str = Field(min_length=1)
+    #: an OpenAI-compatible endpoint (vLLM, faster-whisper servers...); empty means OpenAI itself
+    openai_base_url: str = ""
+    openai_api_key_secret: str = Field(min_length=1)
+    openai_timeout_seconds: float = Field(default=120.0, gt=0)
+    #: retries of 408/409/429/5xx inside the OpenAI client (it honours retry-after)
+    openai_max_retries: int = Field(default=3, ge=0, le=10)
+    #: calls worked on at once inside one worker task
+    worker_concurrency: int = Field(default=4, ge=1, le=32)
+
+
+class TranscribeCallsConfig(_OpenAIConfig):
+    transcription_model: str = "gpt-transcribe"
+    transcription_language: str = "ru"
+    transcription_prompt: str = ""
+    #: ``json`` works with every model; ``verbose_json`` (whisper-1) adds timed segments
+    transcription_response_format: str = "json"
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_audio_seconds: float = Field(default=1400.0, gt=0)
+
+
+class AnalyzeCallsConfig(_OpenAIConfig):
+    analysis_model: str = "gpt-4.1-mini"
+    #: a response that fails validation is asked again this many times in all, then the call fails
+    analysis_attempts: int = Field(default=3, ge=1, le=10)
 
 
 class AdminConfig(_Config):

@@ -25,6 +25,10 @@ class ObjectStore:
     def get_json(self, key: str) -> Any:
         return json.loads(_s3().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
+    def get_bytes(self, key: str) -> bytes:
+        body: bytes = _s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
     def upload(self, key: str, stream: IO[bytes], content_type: str) -> None:
         _s3().upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
 
@@ -34,6 +38,10 @@ class ObjectStore:
 
 def recording_key(client_id: str, day: str, call_id: str, extension: str) -> str:
     return f"recordings/{client_id}/{day}/{call_id}.{extension}"
+
+
+def transcript_key(client_id: str, day: str, call_id: str) -> str:
+    return f"transcripts/{client_id}/{day}/{call_id}.json"
 
 
 def plan_key(client_id: str, run_id: str, name: str) -> str:

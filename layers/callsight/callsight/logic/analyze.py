@@ -1,0 +1,79 @@
+"""Analysis: a call's transcript to a validated ``CallAnalysis`` stored on the call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from openai import OpenAI
+from pydantic import ValidationError
+
+from callsight.analysis.models import CallAnalysis
+from callsight.analysis.prompt import build_messages
+from callsight.dal.calls import CallKey, CallRepository
+from callsight.dal.recordings import ObjectStore
+from callsight.dates import utc_now_iso
+from callsight.errors import CallFailed
+from callsight.transcription.speakers import format_dialogue
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    model: str
+    attempts: int
+
+
+
+class Analyzer:
+    def __init__(self, *, calls: CallRepository, store: ObjectStore, client: OpenAI, settings: AnalysisSettings,
+                 clinic_settings: dict[str, Any]) -> None:
+        self.calls = calls
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self.clinic = clinic_settings
+
+    def analyze(self, key: CallKey, entry: dict[str, Any]) -> dict[str, Any]:
+        """Analyse one call; a response failing validation is asked again, then the call fails with why."""
+        call = self.calls.get(key)
+        if call is None or not call.get("transcript_key"):
+            raise CallFailed("no transcript for this call: transcribe it first")
+        transcript = self.store.get_json(call["transcript_key"])
+        dialogue = format_dialogue(transcript.get("lines") or []) or str(transcript.get("text", ""))
+        messages = build_messages(transcript=dialogue, call=call, settings=self.clinic)
+        model = str(self.clinic.get("model") or self.settings.model)
+        problem = "no answer"
+        for _ in range(self.settings.attempts):
+            try:
+                completion = self.client.chat.completions.parse(
+                    model=model, messages=messages, response_format=CallAnalysis,  # type: ignore[arg-type]
+                    temperature=0)
+            except (ValidationError, ValueError, openai.LengthFinishReasonError,
+                    openai.ContentFilterFinishReasonError) as exc:
+                problem = _short(exc)
+                continue
+            except openai.APIStatusError as exc:
+                raise CallFailed(f"analysis failed: HTTP {exc.status_code} {str(exc.message)[:300]}") from None
+            except openai.APIError as exc:
+                raise CallFailed(f"analysis failed: {type(exc).__name__}: {str(exc.message)[:300]}") from None
+            message = completion.choices[0].message
+            if message.parsed is not None:
+                return _stored(message.parsed, model)
+            problem = f"the model refused: {message.refusal}" if message.refusal else "empty answer"
+        raise CallFailed(f"analysis failed validation after {self.settings.attempts} attempts: {problem}")
+
+
+def _stored(analysis: CallAnalysis, model: str) -> dict[str, Any]:
+    return {"analysis": analysis.model_dump(mode="json"), "call_type": analysis.call_type.value,
+            "booked": analysis.outcome.booked, "overall_score": analysis.overall_score,
+            "patient_sentiment": analysis.patient_sentiment, "analysis_model": model, "analyzed_at": utc_now_iso()}
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else "answer"
+        message = errors[0]["msg"] if errors else ""
+        return f"{exc.error_count()} schema error(s), first at {where or 'answer'}: {message}"[:300]
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,1 @@
+"""Transcription helpers: making recordings uploadable (``audio``) and telling the speakers apart (``speakers``)."""
