@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from infra.platform import LocalPlatform
-from tests.api.conftest import DEMO_CALLS, SYNC_STATUS, assert_invariant
+from tests.api.conftest import DEMO_CALLS, SYNC, SYNC_STATUS, TRANSCRIBE_STATUS, assert_invariant
 
 
 def _invoke(platform: LocalPlatform, function: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -56,3 +56,20 @@ def test_racing_duplicate_deliveries_count_each_call_once(api: httpx.Client, pla
     for seen in polls:
         assert_invariant(seen)
         assert seen["total_calls"] == DEMO_CALLS
+
+
+def test_racing_duplicate_transcriptions_count_each_call_once(api: httpx.Client, platform: LocalPlatform,
+                                                              new_client: Any, month: dict[str, str]) -> None:
+    client_id = new_client()
+    assert api.post(SYNC, json={"client_id": client_id, **month}).status_code == 200
+    run = {"client_id": client_id, "process": "transcribe", **month, "force": False, "run_id": "race-transcribe"}
+    plan = _invoke(platform, "PlanCallsFunction", run)
+    assert _invoke(platform, "PlanCallsFunction", run)["planned"]["new"] == 0  # a duplicate plan adds nothing
+    planned = plan["planned"]["planned"]
+    deliveries = [{"client_id": client_id, "run_id": "race-transcribe", "chunk_key": key}
+                  for key in plan["chunks"] for _ in range(3)]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda d: _invoke(platform, "TranscribeCallsFunction", d), deliveries))
+    status = api.get(TRANSCRIBE_STATUS, params={"client_id": client_id, **month}).json()
+    assert status["status_breakdown"] == {"pending": 0, "processing": 0, "success": planned, "failed": 0}
+    assert status["total_calls"] == planned and sum(r["failed"] for r in results) == 0

@@ -246,8 +246,9 @@ def test_real_template_functions_resolve(real: Template) -> None:
         for name in globals_fn["Environment"]["Variables"]:
             assert name in fn.environment
         raw_env = {**globals_fn["Environment"]["Variables"], **(raw.get("Environment") or {}).get("Variables", {})}
+        may_be_empty = [{"Ref": p} for p, d in real.raw["Parameters"].items() if d.get("Default") == ""]
         for name, value in fn.environment.items():
-            optional = raw_env[name] in ({"Ref": p} for p, d in real.raw["Parameters"].items() if d.get("Default") == "")
+            optional = raw_env[name] in may_be_empty
             assert "${" not in value and (value or optional), f"{lid}.{name} unresolved: {value!r}"
 
 

@@ -22,6 +22,9 @@ class ObjectStore:
         _s3().put_object(Bucket=self.bucket, Key=key, Body=json.dumps(value, ensure_ascii=False).encode(),
                          ContentType="application/json")
 
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        _s3().put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
     def get_json(self, key: str) -> Any:
         return json.loads(_s3().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 

@@ -52,11 +52,14 @@ class Transcriber:
             raise CallFailed(f"transcription impossible: {exc}") from None
         results = [(part, self._transcribe_part(part.data, part.filename)) for part in parts]
         joined = join_transcripts(results)
-        segments = [str(s.get("text", "")).strip() for s in joined.get("segments") or []]
-        texts = [t for t in segments if t] or [t for t in _SENTENCE.split(str(joined.get("text", "")).strip()) if t]
+        segments = [t for t in (str(s.get("text", "")).strip() for s in joined.get("segments") or []) if t]
+        # without timed segments, sentences: one speaker often says several in a row, so switching is cheaper
+        texts = segments or [t for t in _SENTENCE.split(str(joined.get("text", "")).strip()) if t]
         if not texts:
             raise CallFailed("the transcription came back empty (silence or no speech)")
-        lines = labelled_lines(texts, label_speakers(texts, direction=call.get("direction", "incoming")))
+        labels = label_speakers(texts, direction=call.get("direction", "incoming"),
+                                same_speaker_penalty=2.5 if segments else 0.5)
+        lines = labelled_lines(texts, labels)
         transcript = {"call_id": call["call_id"], "model": self.settings.model, "language": self.settings.language,
                       "text": joined.get("text", ""), "segments": joined.get("segments") or [], "lines": lines,
                       "parts": len(parts)}

@@ -1,0 +1,122 @@
+"""Transcription and analysis logic against the stub OpenAI (real HTTP, the official client) and moto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from openai import OpenAI
+
+from callsight.analysis.models import CallAnalysis
+from callsight.dal.calls import CallKey, CallRepository
+from callsight.dal.recordings import ObjectStore
+from callsight.dal.table import Table
+from callsight.errors import CallFailed
+from callsight.logic.analyze import AnalysisSettings, Analyzer
+from callsight.logic.transcribe import Transcriber, TranscriptionSettings
+from infra.stubs.audio import make_wav
+from infra.stubs.clinic_calls import DemoCall, generate_calls
+from infra.stubs.openai import OpenAIStub
+
+SETTINGS = TranscriptionSettings(model="gpt-transcribe", language="ru", prompt="клиника", response_format="json",
+                                 max_upload_bytes=25 * 1024 * 1024, max_audio_seconds=1400)
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[OpenAIStub]:
+    with OpenAIStub() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _reset(stub: OpenAIStub) -> None:
+    stub.configure(fault_rate=0, fault_kinds=["429", "500", "timeout", "invalid_json"])
+
+
+def _client(stub: OpenAIStub) -> OpenAI:
+    return OpenAI(api_key="stub-openai-key", base_url=f"{stub.url}/v1", max_retries=0, timeout=10)
+
+
+def _store_call(table: Table, bucket: str, call: DemoCall) -> CallKey:
+    key = CallKey("2026-11-10", f"leads-{call.note_id}")
+    recording = f"recordings/c/{key.day}/{key.call_id}.wav"
+    ObjectStore(bucket).put_bytes(recording, make_wav(call), "audio/wav")
+    CallRepository(table, "c").insert_many("transcribe", [{
+        "call_id": key.call_id, "day": key.day, "recording_key": recording, "duration": call.duration,
+        "direction": "incoming" if call.note_type == "call_in" else "outgoing", "transcribe_status": "processing"}])
+    return key
+
+
+def _answered(count: int) -> list[DemoCall]:
+    return [c for c in generate_calls(200) if c.has_recording and c.scenario][:count]
+
+
+def test_a_long_recording_is_split_and_the_parts_joined(table: Table, bucket: str, stub: OpenAIStub) -> None:
+    call = max(_answered(40), key=lambda c: c.duration)
+    key = _store_call(table, bucket, call)
+    small = TranscriptionSettings(**{**SETTINGS.__dict__, "max_audio_seconds": 1.5})
+    before = stub.stats()["transcriptions"]
+    result = Transcriber(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
+                         settings=small).transcribe(key, {})
+    transcript = ObjectStore(bucket).get_json(result["transcript_key"])
+    assert transcript["parts"] >= 3 and stub.stats()["transcriptions"] - before == transcript["parts"]
+    assert transcript["text"] and transcript["lines"]
+
+
+def test_transcript_lines_are_labelled_by_speaker(table: Table, bucket: str, stub: OpenAIStub) -> None:
+    calls = _answered(12)
+    right = total = 0
+    for call in calls:
+        key = _store_call(table, bucket, call)
+        result = Transcriber(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
+                             settings=SETTINGS).transcribe(key, {})
+        lines = ObjectStore(bucket).get_json(result["transcript_key"])["lines"]
+        assert call.scenario is not None
+        truth = {text.strip(): speaker for speaker, text in call.scenario.script}
+        for line in lines:
+            speaker = next((s for t, s in truth.items() if line["text"] in t), None)
+            if speaker:
+                total += 1
+                right += speaker == line["speaker"]
+    assert total and right / total >= 0.8
+
+
+def _analyzer(table: Table, bucket: str, stub: OpenAIStub, clinic: dict[str, Any] | None = None) -> Analyzer:
+    return Analyzer(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
+                    settings=AnalysisSettings(model="gpt-4.1-mini", attempts=3), clinic_settings=clinic or {})
+
+
+def _transcribed(table: Table, bucket: str, stub: OpenAIStub, call: DemoCall) -> CallKey:
+    key = _store_call(table, bucket, call)
+    result = Transcriber(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
+                         settings=SETTINGS).transcribe(key, {})
+    CallRepository(table, "c").update_fields(key, result)
+    return key
+
+
+def test_analysis_is_validated_and_follows_the_call(table: Table, bucket: str, stub: OpenAIStub) -> None:
+    call = next(c for c in _answered(60) if c.scenario and c.scenario.call_type == "booking" and c.scenario.booked)
+    key = _transcribed(table, bucket, stub, call)
+    stored = _analyzer(table, bucket, stub).analyze(key, {})
+    analysis = CallAnalysis.model_validate(stored["analysis"])
+    assert analysis.outcome.booked and stored["booked"] is True and stored["call_type"] == "booking"
+    assert 0 <= stored["overall_score"] <= 100
+
+
+def test_an_answer_failing_validation_is_asked_again_then_the_call_fails_with_why(
+        table: Table, bucket: str, stub: OpenAIStub) -> None:
+    key = _transcribed(table, bucket, stub, _answered(1)[0])
+    stub.configure(fault_rate=1.0, fault_kinds=["invalid_json"])
+    before = stub.stats()["completions"]
+    with pytest.raises(CallFailed) as failure:
+        _analyzer(table, bucket, stub).analyze(key, {})
+    assert "failed validation after 3 attempts" in str(failure.value)
+    assert stub.stats()["completions"] - before == 3
+
+
+def test_a_clinics_own_prompt_and_model_are_used(table: Table, bucket: str, stub: OpenAIStub) -> None:
+    key = _transcribed(table, bucket, stub, _answered(1)[0])
+    stored = _analyzer(table, bucket, stub, {"model": "gpt-4o-mini", "rubric": "Оцени только вежливость."}
+                       ).analyze(key, {})
+    assert stored["analysis_model"] == "gpt-4o-mini" and stub.stats()["models"].get("gpt-4o-mini")
