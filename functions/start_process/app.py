@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -63,7 +62,7 @@ def _start(process: Process, state_machine_arn: str, request: StartRequest, *, w
         end_date=request.end_date.isoformat(), execution_name=run.execution_name,
         status_url=f"{STATUS_PATHS[process]}?{query}", console_url=console_url(run.execution_arn),
     )
-    described = _wait_for(run.execution_arn, wait) if wait > 0 else None
+    described = starter.wait_for_end(run.execution_arn, wait) if wait > 0 else None
     if described is None:
         return _json(202, answer)
     if described["status"] != "SUCCEEDED":
@@ -75,16 +74,6 @@ def _start(process: Process, state_machine_arn: str, request: StartRequest, *, w
     status = "partial" if summary.get("status_breakdown", {}).get("failed") else "completed"
     return _json(200, answer.model_copy(update={"status": status, "message": f"{process.label} finished",
                                                 "summary": summary}))
-
-
-def _wait_for(arn: str, seconds: float) -> dict[str, Any] | None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        described = dict(sfn.describe_execution(executionArn=arn))
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.5)
-    return None
 
 
 def _json(status: int, body: StartResponse) -> Response[Any]:

@@ -156,3 +156,13 @@ def test_an_empty_range_after_a_finished_run_is_completed(table: Table, clinic: 
     status = build_status(table, client_id=clinic, process="sync", days=DAYS)
     assert status.overall_status == "completed" and status.progress_percentage == 100.0
     assert status.total_calls == 0
+
+
+def test_waiting_for_a_run_returns_its_end_or_gives_up(table: Table, clinic: str) -> None:
+    sfn = FakeStepFunctions()
+    starter = RunStarter(table, sfn)
+    run = starter.start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+    assert starter.wait_for_end(run.execution_arn, 0.2, poll=0.05) is None  # still running: answer 202
+    sfn.executions[run.execution_arn]["status"] = "SUCCEEDED"
+    ended = starter.wait_for_end(run.execution_arn, 0.2, poll=0.05)
+    assert ended is not None and ended["status"] == "SUCCEEDED"

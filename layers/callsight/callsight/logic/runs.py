@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +94,17 @@ class RunStarter:
             self.lock.release(client_id, name)
             raise
         return StartedRun(name, arn)
+
+    def wait_for_end(self, arn: str, seconds: float, *, poll: float = 0.5) -> dict[str, Any] | None:
+        """The execution's description once it ended, or None if it still runs after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            described = dict(self.sfn.describe_execution(executionArn=arn))
+            if described["status"] != RUNNING:
+                return described
+            if time.monotonic() + poll > deadline:
+                return None
+            time.sleep(poll)
 
     def _is_stale(self, holder: dict[str, Any], now: datetime) -> bool:
         """The holder's execution has ended (or never started within the grace period)."""
