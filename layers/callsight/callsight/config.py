@@ -55,7 +55,7 @@ class FinishRunConfig(_Config):
 class PlanCallsConfig(_Config):
     bucket: str = Field(min_length=1)
     #: calls per worker task (one Map item): fewer, larger items cut Step Functions transitions
-    calls_per_chunk: int = Field(default=25, ge=1, le=500)
+    calls_per_chunk: int = Field(default=12, ge=1, le=500)
 
 
 class _OpenAIConfig(_Config):
@@ -63,9 +63,10 @@ class _OpenAIConfig(_Config):
     #: an OpenAI-compatible endpoint (vLLM, faster-whisper servers...); empty means OpenAI itself
     openai_base_url: str = ""
     openai_api_key_secret: str = Field(min_length=1)
-    openai_timeout_seconds: float = Field(default=120.0, gt=0)
+    #: with the retries and WorkerConcurrency, a chunk of CallsPerChunk calls must fit Lambda's 900 s
+    openai_timeout_seconds: float = Field(default=90.0, gt=0)
     #: retries of 408/409/429/5xx inside the OpenAI client (it honours retry-after)
-    openai_max_retries: int = Field(default=3, ge=0, le=10)
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
     #: calls worked on at once inside one worker task
     worker_concurrency: int = Field(default=4, ge=1, le=32)
 
