@@ -58,7 +58,7 @@ class PlanCallsConfig(_Config):
     calls_per_chunk: int = Field(default=12, ge=1, le=500)
 
 
-class _OpenAIConfig(_Config):
+class OpenAIConfig(_Config):
     bucket: str = Field(min_length=1)
     #: an OpenAI-compatible endpoint (vLLM, faster-whisper servers...); empty means OpenAI itself
     openai_base_url: str = ""
@@ -71,7 +71,7 @@ class _OpenAIConfig(_Config):
     worker_concurrency: int = Field(default=4, ge=1, le=32)
 
 
-class TranscribeCallsConfig(_OpenAIConfig):
+class TranscribeCallsConfig(OpenAIConfig):
     transcription_model: str = "gpt-transcribe"
     transcription_language: str = "ru"
     transcription_prompt: str = ""
@@ -81,7 +81,7 @@ class TranscribeCallsConfig(_OpenAIConfig):
     max_audio_seconds: float = Field(default=1400.0, gt=0)
 
 
-class AnalyzeCallsConfig(_OpenAIConfig):
+class AnalyzeCallsConfig(OpenAIConfig):
     analysis_model: str = "gpt-4.1-mini"
     #: a response that fails validation is asked again this many times in all, then the call fails
     analysis_attempts: int = Field(default=3, ge=1, le=10)

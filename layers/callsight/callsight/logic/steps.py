@@ -20,6 +20,7 @@ from aws_lambda_powertools import Logger
 
 from callsight.dal.calls import CallKey, CallRepository, status_attr
 from callsight.dal.recordings import ObjectStore, plan_key
+from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import CallFailed
 from callsight.processes import CallStatus, Process
@@ -112,3 +113,17 @@ class ChunkWorker:
     def _fail(self, key: CallKey, reason: str) -> str:
         self.calls.transition(key, self.process, PROCESSING, FAILED, set_attrs={f"{self.process}_error": reason})
         return FAILED
+
+
+Work = Callable[[CallKey, dict[str, Any]], dict[str, Any]]
+
+
+def run_chunk(event: dict[str, Any], *, process: str, table: Table, store: ObjectStore, concurrency: int,
+              work_for: Callable[[CallRepository], Work]) -> dict[str, int]:
+    """A worker task's whole job: the chunk ``event["chunk_key"]`` of ``event["client_id"]``'s run."""
+    calls = CallRepository(table, event["client_id"])
+    worker = ChunkWorker(process=process, run_id=event["run_id"], calls=calls, concurrency=concurrency,
+                         work=work_for(calls))
+    result = worker.run(store.get_json(event["chunk_key"]))
+    logger.info("chunk done", extra={"step": process, **result})
+    return result
