@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callsight.config import StartProcessConfig
 from callsight.dal.table import Table
-from callsight.http import error, install_error_handlers, too_large
+from callsight.http import as_json_request, error, install_error_handlers, too_large
 from callsight.logic.runs import RunStarter, console_url
 from callsight.models import StartRequest, StartResponse
 from callsight.processes import Process
@@ -86,4 +86,4 @@ def _json(status: int, body: StartResponse) -> Response[Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if len(event.get("body") or "") > CONFIG.max_body_bytes:
         return too_large(CONFIG.max_body_bytes)
-    return app.resolve(event, context)
+    return app.resolve(as_json_request(event), context)

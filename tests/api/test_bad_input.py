@@ -64,3 +64,9 @@ def test_wrong_method_and_unknown_path_are_json_4xx(api: httpx.Client) -> None:
     assert api.get(SYNC).status_code in (403, 404, 405)
     unknown = api.post("/api/nothing-here", json=GOOD)
     assert unknown.status_code in (403, 404) and unknown.headers["content-type"].startswith("application/json")
+
+
+def test_a_json_body_sent_without_a_json_content_type_is_read(api: httpx.Client) -> None:
+    answer = api.post(SYNC, content=b'{"client_id": "no-such-clinic", "start_date": "2026-11-01", '
+                      b'"end_date": "2026-11-02"}', headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 404 and answer.json()["error"] == "client_not_found"

@@ -28,6 +28,14 @@ def too_large(limit: int) -> dict[str, Any]:
             "body": body.model_dump_json()}
 
 
+def as_json_request(event: dict[str, Any]) -> dict[str, Any]:
+    """The body is read as JSON whatever Content-Type the client sent (curl's default is a form)."""
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
+    multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if k.lower() != "content-type"}
+    return {**event, "headers": {**headers, "Content-Type": content_types.APPLICATION_JSON},
+            "multiValueHeaders": {**multi, "Content-Type": [content_types.APPLICATION_JSON]}}
+
+
 def _field_errors(raw: Any) -> list[dict[str, str]]:
     problems = []
     for item in raw:
