@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         if not stop.is_set():
             amocrm = (f"amoCRM stub {platform.amocrm_url}" if platform.amocrm_url
                       else f"amoCRM https://{os.environ.get('CALLSIGHT_DEMO_AMOCRM_SUBDOMAIN')}.amocrm.ru")
-            print(f"Callsight local platform ready at {platform.api_url} ({amocrm}, moto {platform.moto_url}, "
-                  f"postgres {platform.database_url or 'none'})", flush=True)
+            openai = f"OpenAI stub {platform.openai.url}" if platform.openai else "OpenAI (real, OPENAI_API_KEY)"
+            print(f"Callsight local platform ready at {platform.api_url} ({amocrm}, {openai}, "
+                  f"moto {platform.moto_url}, postgres {platform.database_url or 'none'})", flush=True)
             # handlers log to stdout (as on Lambda); here everything after the ready line goes to stderr
             sys.stdout = sys.stderr
             while not stop.wait(1.0):
