@@ -14,23 +14,17 @@ Run it alone::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import random
 import re
 import secrets
-import signal
-import socket
-import socketserver
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -47,6 +41,7 @@ from infra.stubs.clinic_calls import (
     generate_calls,
     to_note,
 )
+from infra.stubs.server import Response, StubRequestHandler, StubServer, serve_until_signal
 
 DEFAULT_ACCESS_TOKEN: Final = "stub-long-lived-token"  # noqa: S105 - a stub credential
 DEFAULT_CLIENT_ID: Final = "stub-client"
@@ -75,20 +70,12 @@ _NGINX_503: Final = (
 )
 
 
-@dataclass
-class _Response:
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _json(status: int, payload: Any, content_type: str = "application/json") -> _Response:
+def _json(status: int, payload: Any, content_type: str = "application/json") -> Response:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return _Response(status, body, f"{content_type}; charset=utf-8")
+    return Response(status, body, f"{content_type}; charset=utf-8")
 
 
-def _problem(status: int, detail: str, title: str | None = None, **extra: Any) -> _Response:
+def _problem(status: int, detail: str, title: str | None = None, **extra: Any) -> Response:
     payload: dict[str, Any] = {
         "title": title or HTTPStatus(status).phrase,
         "type": f"https://httpstatus.es/{status}",
@@ -99,7 +86,7 @@ def _problem(status: int, detail: str, title: str | None = None, **extra: Any) -
     return _json(status, payload, _PROBLEM)
 
 
-def _oauth_problem(status: int, hint: str, detail: str) -> _Response:
+def _oauth_problem(status: int, hint: str, detail: str) -> Response:
     return _json(
         status,
         {
@@ -119,8 +106,15 @@ class _BadRequest(Exception):
         self.detail = detail
 
 
-class AmoCrmStub:
+class _Handler(StubRequestHandler):
+    server_version = "nginx"
+
+
+class AmoCrmStub(StubServer):
     """The stub server. ``start()`` serves in a daemon thread; use as a context manager in tests."""
+
+    handler_class = _Handler
+    thread_name = "amocrm-stub"
 
     def __init__(
         self,
@@ -143,9 +137,8 @@ class AmoCrmStub:
         public_url: str | None = None,
         seed: int = DEFAULT_SEED,
     ) -> None:
+        super().__init__(host=host, port=port)
         self._lock = threading.RLock()
-        self._host = host
-        self._port = port
         self._seed = seed
         initial = list(calls) if calls is not None else generate_calls(demo_calls, days=demo_days, seed=seed)
         self._calls: dict[int, DemoCall] = {}
@@ -177,56 +170,22 @@ class AmoCrmStub:
             access_token_ttl=access_token_ttl,
             public_url=public_url,
         )
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self.reset_stats()
 
-    # ------------------------------------------------------------------------------- lifecycle
+    # ------------------------------------------------------------------------------------ HTTP
 
-    def start(self) -> AmoCrmStub:
-        if self._server is not None:
-            return self
-        server = _Server((self._host, self._port), _Handler)
-        server.stub = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"amocrm-stub-{server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    def _serve_request(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, size: int
+    ) -> Response:
+        return self.handle(method, target, headers, b"" if body is None else body)
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+    def _refuse_length(self, length: int) -> Response | None:
+        if length < 0 or length > _MAX_BODY:
+            return _problem(400, "Bad Content-Length", "Bad Request")
+        return None
 
-    def __enter__(self) -> AmoCrmStub:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the stub is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+    def _crash_response(self, error: Exception) -> Response:
+        return _problem(500, f"Stub error: {type(error).__name__}", "Internal Server Error")
 
     # ------------------------------------------------------------------------------------ data
 
@@ -369,7 +328,7 @@ class AmoCrmStub:
 
     # -------------------------------------------------------------------------- request handling
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> _Response:
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Answers one HTTP request (the server's handler threads call this)."""
         arrived = time.monotonic()
         split = urlsplit(target)
@@ -405,10 +364,10 @@ class AmoCrmStub:
         elif fault == "500":
             response = _problem(500, "Internal server error", "Internal Server Error")
         elif fault == "502":
-            response = _Response(502, _NGINX_502, "text/html")
+            response = Response(502, _NGINX_502, "text/html")
         elif fault == "503":
             response = (
-                _Response(503, _NGINX_503, "text/html")
+                Response(503, _NGINX_503, "text/html")
                 if html_503
                 else _problem(503, "Service is temporarily unavailable", "Service Unavailable")
             )
@@ -449,7 +408,7 @@ class AmoCrmStub:
             return f"http://{host}"
         return self.url
 
-    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> _Response:
+    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> Response:
         if path.startswith("/oauth2/"):
             if path.rstrip("/") != "/oauth2/access_token":
                 return _problem(404, f"No route for {path}", "Not Found")
@@ -490,7 +449,7 @@ class AmoCrmStub:
             return _json(200, found[0], _HAL) if found else _problem(404, "User not found", "Not Found")
         return _problem(404, f"No route for {path}", "Not Found")
 
-    def _check_auth(self, headers: Mapping[str, str]) -> _Response | None:
+    def _check_auth(self, headers: Mapping[str, str]) -> Response | None:
         value = headers.get("authorization", "")
         scheme, _, token = value.partition(" ")
         token = token.strip()
@@ -508,7 +467,7 @@ class AmoCrmStub:
 
     # --------------------------------------------------------------------------------- notes
 
-    def _list_notes(self, entity_type: str, path: str, query: str, base: str) -> _Response:
+    def _list_notes(self, entity_type: str, path: str, query: str, base: str) -> Response:
         pairs = parse_qsl(query, keep_blank_values=True)
         note_types: set[str] | None = None
         entity_ids: set[int] | None = None
@@ -547,7 +506,7 @@ class AmoCrmStub:
             ]
         chunk = selected[(page - 1) * limit : page * limit]
         if not chunk:
-            return _Response(204)
+            return Response(204)
         kept = [(k, v) for k, v in pairs if k not in ("page", "limit")]
 
         def href(number: int) -> str:
@@ -619,7 +578,7 @@ class AmoCrmStub:
 
     # ------------------------------------------------------------------------------------ OAuth
 
-    def _oauth(self, headers: Mapping[str, str], body: bytes) -> _Response:
+    def _oauth(self, headers: Mapping[str, str], body: bytes) -> Response:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if content_type == "application/json" or body.lstrip()[:1] == b"{":
@@ -683,7 +642,7 @@ class AmoCrmStub:
 
     # ------------------------------------------------------------------------------- recordings
 
-    def _recording(self, method: str, uniq: str) -> _Response:
+    def _recording(self, method: str, uniq: str) -> Response:
         if method not in ("GET", "HEAD"):
             return _problem(405, "Use GET", "Method Not Allowed")
         with self._lock:
@@ -696,13 +655,13 @@ class AmoCrmStub:
             with self._lock:
                 self._recording_failures += 1
             if broken and int(hashlib.sha256(uniq.encode()).hexdigest(), 16) % 2:
-                return _Response(
+                return Response(
                     403,
                     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
                     b"<Message>Request has expired</Message></Error>",
                     "application/xml",
                 )
-            return _Response(
+            return Response(
                 404,
                 b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
                 b"<Message>The specified key does not exist.</Message></Error>",
@@ -718,7 +677,7 @@ class AmoCrmStub:
         if method == "GET":
             with self._lock:
                 self._recording_downloads += 1
-        return _Response(200, data, "audio/wav", {"Content-Disposition": f'attachment; filename="{uniq}.wav"'})
+        return Response(200, data, "audio/wav", {"Content-Disposition": f'attachment; filename="{uniq}.wav"'})
 
 
 def _int(key: str, value: str) -> int:
@@ -728,127 +687,10 @@ def _int(key: str, value: str) -> int:
         raise _BadRequest(f"{key} must be an integer") from None
 
 
-def _malformed(response: _Response) -> _Response:
+def _malformed(response: Response) -> Response:
     """The same answer with its JSON cut short, as a proxy dropping the connection mid-body would."""
     body = response.body[: max(1, len(response.body) // 2)] if response.body else b'{"_page":1,"_embedded":{"notes":['
-    return _Response(200, body, f"{_HAL}; charset=utf-8")
-
-
-# ----------------------------------------------------------------------------------- HTTP plumbing
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # the default 5 drops bursts of connections (the client retries a second later)
-    stub: AmoCrmStub
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host name (getfqdn), which can take seconds: skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def track(self, connection: socket.socket, *, add: bool) -> None:
-        with self._connections_lock:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Closes kept-alive client connections so nothing is served after ``stop()``."""
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # quiet: a client hanging up mid-answer is not worth a traceback
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "nginx"
-    sys_version = ""
-    timeout = 30
-    wbufsize = 1 << 16  # buffered: status line, headers and body leave in one write (flushed per request)
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):  # headers and body go out without waiting for delayed ACKs
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._stub_server().track(self.connection, add=True)
-
-    def finish(self) -> None:
-        self._stub_server().track(self.connection, add=False)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def _stub_server(self) -> _Server:
-        server = self.server
-        assert isinstance(server, _Server)
-        return server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_HEAD(self) -> None:
-        self._serve("HEAD")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > _MAX_BODY:
-            self.close_connection = True
-            self._send(_problem(400, "Bad Content-Length", "Bad Request"), method)
-            return
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        try:
-            response = self._stub_server().stub.handle(method, self.path, headers, body)
-        except Exception as error:  # never crash on input: answer 500 like a real server would
-            response = _problem(500, f"Stub error: {type(error).__name__}", "Internal Server Error")
-        self._send(response, method)
-
-    def _send(self, response: _Response, method: str) -> None:
-        self.send_response(response.status)
-        if response.status != 204:
-            if response.content_type:
-                self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-        for key, value in response.headers.items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if method != "HEAD" and response.status != 204 and response.body:
-            self.wfile.write(response.body)
+    return Response(200, body, f"{_HAL}; charset=utf-8")
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -890,21 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         oauth_client_secret=args.client_secret,
         public_url=args.public_url,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    stub.start()
-    print(f"amoCRM stub listening on {stub.url} ({len(stub.calls)} calls, token {args.access_token})", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        stub.stop()
-    return 0
+    return serve_until_signal(
+        stub, lambda stub: f"amoCRM stub listening on {stub.url} ({len(stub.calls)} calls, token {args.access_token})"
+    )
 
 
 if __name__ == "__main__":

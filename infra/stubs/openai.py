@@ -23,20 +23,16 @@ import math
 import random
 import re
 import secrets
-import signal
-import socket
-import socketserver
 import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from dataclasses import dataclass
 from typing import Any, Final
 
 from infra.stubs.audio import read_wav_metadata
 from infra.stubs.clinic_calls import ADMINISTRATORS, BOOKING_CONFIRMATION_MARKER, DEFAULT_SEED
+from infra.stubs.server import Response, StubRequestHandler, StubServer, serve_until_signal
 
 DEFAULT_API_KEY: Final = "stub-openai-key"
 TRANSCRIPTION_MODELS: Final = ("gpt-transcribe", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "whisper-1")
@@ -74,28 +70,20 @@ _GENERIC_TRANSCRIPTS: Final = (
 )
 
 
-@dataclass
-class _Response:
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _json(status: int, payload: Any) -> _Response:
+def _json(status: int, payload: Any) -> Response:
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return _Response(status, body, f"{_JSON}; charset=utf-8")
+    return Response(status, body, f"{_JSON}; charset=utf-8")
 
 
 def _error(
     status: int, message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
-) -> _Response:
+) -> Response:
     """OpenAI's error body."""
     return _json(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
 class _ApiError(Exception):
-    def __init__(self, response: _Response) -> None:
+    def __init__(self, response: Response) -> None:
         super().__init__(response.status)
         self.response = response
 
@@ -104,11 +92,59 @@ def _bad_request(message: str, param: str | None = None, code: str | None = None
     return _ApiError(_error(400, message, "invalid_request_error", param, code))
 
 
-class OpenAIStub:
+class _Handler(StubRequestHandler):
+    """Also reads chunked uploads, and drains bodies over the upload limit instead of keeping them."""
+
+    server_version = "openai-stub"
+
+    def read_body(self, method: str) -> tuple[bytes | None, int] | None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        return super().read_body(method)
+
+    def read_length(self, length: int) -> bytes | None:
+        if length > MAX_UPLOAD_BYTES:
+            self._drain(length)
+            return None
+        return super().read_length(length)
+
+    def _drain(self, length: int) -> None:
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    def _read_chunked(self) -> tuple[bytes | None, int]:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                chunk_size = int(line.split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                chunk_size = 0
+            if chunk_size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            data = self.rfile.read(chunk_size)
+            self.rfile.readline(8)
+            size += len(data)
+            if size <= MAX_UPLOAD_BYTES:
+                parts.append(data)
+        return (b"".join(parts) if size <= MAX_UPLOAD_BYTES else None), size
+
+
+class OpenAIStub(StubServer):
     """The stub server. ``start()`` serves in a daemon thread; use as a context manager in tests.
 
     Point the official client at it with ``OpenAI(base_url=stub.url + "/v1", api_key=stub.api_key)``.
     """
+
+    handler_class = _Handler
+    thread_name = "openai-stub"
 
     def __init__(
         self,
@@ -125,9 +161,8 @@ class OpenAIStub:
         retry_after: float | None = None,
         seed: int = DEFAULT_SEED,
     ) -> None:
+        super().__init__(host=host, port=port)
         self._lock = threading.RLock()
-        self._host = host
-        self._port = port
         self._rng = random.Random(f"openai-stub-faults:{seed}")
         self._stopping = threading.Event()
         self._counter = 0
@@ -149,63 +184,37 @@ class OpenAIStub:
             timeout_seconds=timeout_seconds,
             retry_after=retry_after,
         )
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self.reset_stats()
 
     # ------------------------------------------------------------------------------- lifecycle
 
-    def start(self) -> OpenAIStub:
-        if self._server is not None:
-            return self
+    def _before_start(self) -> None:
         self._stopping.clear()
-        server = _Server((self._host, self._port), _Handler)
-        server.stub = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"openai-stub-{server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
+    def _before_stop(self) -> None:
         self._stopping.set()  # wakes requests held by latency or the timeout fault
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> OpenAIStub:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the stub is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The server's root; the OpenAI ``base_url`` is ``url + "/v1"``."""
-        return f"http://{self._host}:{self.port}"
 
     @property
     def base_url(self) -> str:
+        """The OpenAI ``base_url``: the server's root ``url`` + ``"/v1"``."""
         return f"{self.url}/v1"
+
+    # ------------------------------------------------------------------------------------ HTTP
+
+    def _serve_request(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, size: int
+    ) -> Response:
+        return self.handle(method, target, headers, body, size)
+
+    def _refuse_length(self, length: int) -> Response | None:
+        if length < 0:
+            return _error(400, "Bad Content-Length")
+        if length > _MAX_READ:
+            return _error(413, f"Maximum content size limit ({MAX_UPLOAD_BYTES}) exceeded", "server_error")
+        return None
+
+    def _crash_response(self, error: Exception) -> Response:
+        return _error(500, f"Stub error: {type(error).__name__}: {error}", "server_error")
 
     # ----------------------------------------------------------------------------------- knobs
 
@@ -293,7 +302,7 @@ class OpenAIStub:
 
     # -------------------------------------------------------------------------- request handling
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, size: int) -> _Response:
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None, size: int) -> Response:
         """Answers one HTTP request (the server's handler threads call this). ``body`` is ``None`` when the
         request was larger than the upload limit (``size`` bytes, read and dropped)."""
         arrived = time.monotonic()
@@ -319,7 +328,7 @@ class OpenAIStub:
 
     def _answer(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes | None, size: int
-    ) -> tuple[_Response, str | None]:
+    ) -> tuple[Response, str | None]:
         routes = {
             "/v1/audio/transcriptions": ("POST", "transcriptions"),
             "/v1/chat/completions": ("POST", "completions"),
@@ -368,7 +377,7 @@ class OpenAIStub:
                 self._models[model] = self._models.get(model, 0) + 1
         return response, endpoint
 
-    def _check_auth(self, headers: Mapping[str, str]) -> _Response | None:
+    def _check_auth(self, headers: Mapping[str, str]) -> Response | None:
         value = headers.get("authorization", "")
         scheme, _, key = value.partition(" ")
         key = key.strip()
@@ -402,7 +411,7 @@ class OpenAIStub:
         with self._lock:
             self._faults[fault] = self._faults.get(fault, 0) + 1
 
-    def _rate_limited(self, model: str | None) -> _Response:
+    def _rate_limited(self, model: str | None) -> Response:
         with self._lock:
             wait = self.retry_after if self.retry_after is not None else round(self._rng.uniform(0.2, 1.0), 1)
         name = model or "this model"
@@ -441,7 +450,7 @@ class OpenAIStub:
             chat = sorted(self.chat_models - {"*"}) if self.chat_models is not None else list(CHAT_MODELS)
             return [*sorted(self.transcription_models), *chat]
 
-    def _list_models(self, path: str) -> _Response:
+    def _list_models(self, path: str) -> Response:
         def card(name: str) -> dict[str, Any]:
             return {"id": name, "object": "model", "created": _CREATED, "owned_by": "system"}
 
@@ -475,7 +484,7 @@ class OpenAIStub:
 
     # --------------------------------------------------------------------------- transcriptions
 
-    def _transcribe(self, headers: Mapping[str, str], body: bytes, invalid_json: bool) -> tuple[_Response, str]:
+    def _transcribe(self, headers: Mapping[str, str], body: bytes, invalid_json: bool) -> tuple[Response, str]:
         content_type = headers.get("content-type", "")
         boundary = _boundary(content_type)
         if not content_type.lower().startswith("multipart/form-data") or boundary is None:
@@ -557,11 +566,11 @@ class OpenAIStub:
             payload["usage"] = {"type": "duration", "seconds": seconds}
             response = _json(200, payload)
         elif response_format == "text":
-            response = _Response(200, (text + "\n").encode("utf-8"), "text/plain; charset=utf-8")
+            response = Response(200, (text + "\n").encode("utf-8"), "text/plain; charset=utf-8")
         elif response_format == "srt":
-            response = _Response(200, _subtitles(segments, vtt=False).encode("utf-8"), "text/plain; charset=utf-8")
+            response = Response(200, _subtitles(segments, vtt=False).encode("utf-8"), "text/plain; charset=utf-8")
         else:
-            response = _Response(200, _subtitles(segments, vtt=True).encode("utf-8"), "text/vtt; charset=utf-8")
+            response = Response(200, _subtitles(segments, vtt=True).encode("utf-8"), "text/vtt; charset=utf-8")
         with self._lock:
             self._audio_seconds += duration
         if invalid_json:
@@ -570,7 +579,7 @@ class OpenAIStub:
 
     # -------------------------------------------------------------------------- chat completions
 
-    def _complete(self, body: bytes, invalid_json: bool) -> tuple[_Response, str]:
+    def _complete(self, body: bytes, invalid_json: bool) -> tuple[Response, str]:
         try:
             request = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -733,7 +742,7 @@ class OpenAIStub:
             return self._rng.randrange(count)
 
 
-def _server_error() -> _Response:
+def _server_error() -> Response:
     return _error(
         500,
         "The server had an error while processing your request. Sorry about that!",
@@ -741,7 +750,7 @@ def _server_error() -> _Response:
     )
 
 
-def _model_not_found(model: str) -> _Response:
+def _model_not_found(model: str) -> Response:
     return _error(
         404,
         f"The model `{model}` does not exist or you do not have access to it.",
@@ -749,10 +758,10 @@ def _model_not_found(model: str) -> _Response:
     )
 
 
-def _truncated(response: _Response) -> _Response:
+def _truncated(response: Response) -> Response:
     """The same answer cut short, as a connection dropped mid-body would leave it."""
     cut = response.body[: max(1, len(response.body) // 2)]
-    return _Response(response.status, cut, response.content_type, dict(response.headers))
+    return Response(response.status, cut, response.content_type, dict(response.headers))
 
 
 def _broken_json(content: str, value: Any, variant: int) -> str:
@@ -1741,164 +1750,6 @@ def _summary(dialogue: _Dialogue, call_type: str, full: str, *, booked: bool, re
     return f"{direction}: {topic}. {outcome} Оценка работы администратора — {overall} из 100."
 
 
-# ----------------------------------------------------------------------------------- HTTP plumbing
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    stub: OpenAIStub
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host name (getfqdn), which can take seconds: skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def track(self, connection: socket.socket, *, add: bool) -> None:
-        with self._connections_lock:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Closes kept-alive client connections so nothing is served after ``stop()``."""
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # quiet: a client hanging up mid-answer is not worth a traceback
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "openai-stub"
-    sys_version = ""
-    timeout = 30
-    wbufsize = 1 << 16
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._stub_server().track(self.connection, add=True)
-
-    def finish(self) -> None:
-        self._stub_server().track(self.connection, add=False)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def _stub_server(self) -> _Server:
-        server = self.server
-        assert isinstance(server, _Server)
-        return server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_HEAD(self) -> None:
-        self._serve("HEAD")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            body, size = self._read_chunked()
-        else:
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0:
-                self.close_connection = True
-                self._send(_error(400, "Bad Content-Length"), method)
-                return
-            if length > _MAX_READ:
-                self.close_connection = True
-                self._send(
-                    _error(413, f"Maximum content size limit ({MAX_UPLOAD_BYTES}) exceeded", "server_error"), method
-                )
-                return
-            size = length
-            if length > MAX_UPLOAD_BYTES:
-                body = None
-                self._drain(length)
-            else:
-                body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
-        try:
-            response = self._stub_server().stub.handle(method, self.path, headers, body, size)
-        except Exception as error:  # never crash on input: answer 500 like a real server would
-            response = _error(500, f"Stub error: {type(error).__name__}: {error}", "server_error")
-        self._send(response, method)
-
-    def _drain(self, length: int) -> None:
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 20))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-
-    def _read_chunked(self) -> tuple[bytes | None, int]:
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                chunk_size = int(line.split(b";")[0].strip() or b"0", 16)
-            except ValueError:
-                chunk_size = 0
-            if chunk_size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            data = self.rfile.read(chunk_size)
-            self.rfile.readline(8)
-            size += len(data)
-            if size <= MAX_UPLOAD_BYTES:
-                parts.append(data)
-        return (b"".join(parts) if size <= MAX_UPLOAD_BYTES else None), size
-
-    def _send(self, response: _Response, method: str) -> None:
-        self.send_response(response.status)
-        if response.content_type:
-            self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for key, value in response.headers.items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if method != "HEAD" and response.body:
-            self.wfile.write(response.body)
-
-
 # ------------------------------------------------------------------------------------------- CLI
 
 
@@ -1931,21 +1782,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout_seconds=args.timeout_seconds,
         chat_models=["*"] if args.any_chat_model else None,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    stub.start()
-    print(f"OpenAI stub listening on {stub.url} (base_url {stub.base_url}, key {args.api_key})", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        stub.stop()
-    return 0
+    return serve_until_signal(
+        stub, lambda stub: f"OpenAI stub listening on {stub.url} (base_url {stub.base_url}, key {args.api_key})"
+    )
 
 
 if __name__ == "__main__":

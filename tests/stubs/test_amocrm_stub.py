@@ -5,15 +5,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 import wave
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,11 +19,11 @@ import pytest
 from infra.stubs.amocrm import AmoCrmStub
 from infra.stubs.audio import read_wav_metadata
 from infra.stubs.clinic_calls import ADMINISTRATORS, DemoCall, generate_calls
+from tests.stubs.helpers import running_cli
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 TOKEN = "stub-long-lived-token"
 CALL_TYPES = {"filter[note_type][]": ["call_in", "call_out"]}
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -437,26 +434,10 @@ def test_stop_frees_the_port_and_the_server_is_quiet(demo: list[DemoCall], capfd
 
 
 def test_cli_serves_until_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.stubs.amocrm", "--port", "0", "--calls", "30"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        url = next(word for word in line.split() if word.startswith("http://"))
+    with running_cli("infra.stubs.amocrm", "--port", "0", "--calls", "30") as url:
         response = httpx.get(
             f"{url}/api/v4/contacts/notes", params={"limit": 250}, headers={"Authorization": f"Bearer {TOKEN}"}
         )
         assert response.status_code in (200, 204)
         users = httpx.get(f"{url}/api/v4/users", headers={"Authorization": f"Bearer {TOKEN}"})
         assert users.status_code == 200
-        process.terminate()
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -5,13 +5,10 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import subprocess
-import sys
 import time
 import wave
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -24,10 +21,10 @@ from callsight.analysis.models import CallAnalysis
 from infra.stubs.audio import make_wav
 from infra.stubs.clinic_calls import CALL_TYPES, DemoCall, generate_calls
 from infra.stubs.openai import OpenAIStub, analyze_transcript
+from tests.stubs.helpers import running_cli
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 KEY = "stub-openai-key"
-REPO = Path(__file__).resolve().parents[2]
 SYSTEM = "Ты — эксперт по качеству работы администраторов клиники. Оцени звонок по транскрипту."
 BOOKING_TYPES = ("booking", "reschedule", "price_question", "test_results")
 
@@ -482,22 +479,6 @@ def test_stop_frees_the_port_and_the_server_is_quiet(capfd: pytest.CaptureFixtur
 
 
 def test_cli_serves_until_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.stubs.openai", "--port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        url = next(word for word in line.split() if word.startswith("http://"))
+    with running_cli("infra.stubs.openai", "--port", "0") as url:
         response = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
         assert response.status_code == 200 and response.json()["object"] == "list"
-        process.terminate()
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
