@@ -26,9 +26,6 @@ class DateRange:
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
-    def iter_days(self) -> list[date]:
-        return [self.start + timedelta(days=i) for i in range(self.days)]
-
     def bounds(self, tz: str) -> tuple[int, int]:
         """Unix seconds [from, to) covering the range in time zone ``tz``."""
         zone = ZoneInfo(tz)

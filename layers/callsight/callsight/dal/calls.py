@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from callsight.dal.table import ConditionFailed, Table, call_sk, calls_pk, counts_pk
@@ -69,15 +69,6 @@ class CallKey:
     def from_sk(cls, sk: str) -> CallKey:
         day, call_id = sk.split("#", 1)
         return cls(day, call_id)
-
-
-@dataclass
-class UpsertResult:
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    requeued: int = 0
-    by_status: Counter[str] = field(default_factory=Counter)
 
 
 class CallRepository:

@@ -35,9 +35,6 @@ class ObjectStore:
     def upload(self, key: str, stream: IO[bytes], content_type: str) -> None:
         _s3().upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
 
-    def head(self, key: str) -> dict[str, Any]:
-        return dict(_s3().head_object(Bucket=self.bucket, Key=key))
-
 
 def recording_key(client_id: str, day: str, call_id: str, extension: str) -> str:
     return f"recordings/{client_id}/{day}/{call_id}.{extension}"
