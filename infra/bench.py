@@ -1,29 +1,71 @@
 """``make bench``: benchmarks measured side by side in one run on the local platform (no timed assertions).
 
+    python -m infra.bench [sync-rate|status|overhead|e2e|all ...]     (default: all, in that order)
+
 sync-rate: the sync of N demo calls (default 2,000) through the HTTP API, with amoCRM pages of 50
 notes (amoCRM's recommended size, so the run makes enough requests to measure a rate). From the stub
 amoCRM's own log of request start times it reports the achieved request rate against amoCRM's limit
 of 7 requests/s (goal: at least 90 % of it) and the number of 429 answers (goal: zero).
+
+status: two clinics on one platform, 100 and 10,000 recorded calls in the same 31-day range in the middle
+of a transcription run (seeded through the DAL; seeding is not measured). The transcription status endpoint
+is requested over HTTP alternately for each clinic (warm-up first): median and p95 latency of each and
+their ratio (goal: 10,000 / 100 at most 1.2), and the cost of one status request counted by a botocore hook
+on the status handler's own DynamoDB client: requests, items and bytes returned, read capacity units.
+
+overhead: the platform's own cost per call beyond the OpenAI stub's latency. The same calls (seeded as a
+finished sync leaves them: items through the DAL, the stub's WAVs in S3) are transcribed with ``force``
+twice, the stub at 0 ms and then at --latency-ms; wall time of each execution, time inside the stub and
+inside each call's worker.
+
+e2e: a 10,000-call range of the demo clinic (stub amoCRM) transcribed and then analysed end to end through
+the HTTP API with the OpenAI stub at 0 ms: wall time and calls/s of each process, final statuses, and the
+execution's history event count (limit 25,000) and largest state payload (limit 256 KiB).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from datetime import date
 from typing import Any
 
 import httpx
 
+from callsight.dates import DateRange
+from infra.bench_support import (
+    HISTORY_EVENT_LIMIT,
+    PAYLOAD_LIMIT_BYTES,
+    Durations,
+    DynamoReadMeter,
+    ReadCost,
+    days_back,
+    describe,
+    handler_module,
+    history_stats,
+    mean,
+    min_recording_seconds,
+    percentile,
+    register_clinic,
+    run_process,
+    seed_synced,
+    seed_transcription_snapshot,
+    synced_items,
+    timed_method,
+)
 from infra.demo import DEMO_CLIENT, demo_range
 from infra.platform import LocalPlatform
 
 AMOCRM_LIMIT = 7.0
+QUIET = {"LogLevel": "WARNING"}
+BENCHES = ("sync-rate", "status", "overhead", "e2e")
 
 
+# ---------------------------------------------------------------------------------------------- sync-rate
 def bench_sync_rate(calls: int, page_size: int) -> dict[str, Any]:
     start, end = demo_range()
     with LocalPlatform(port=0, demo_calls=calls, postgres=False,
-                       parameter_overrides={"AmoCrmPageSize": str(page_size), "LogLevel": "WARNING"}) as platform:
+                       parameter_overrides={"AmoCrmPageSize": str(page_size), **QUIET}) as platform:
         stub = platform.amocrm
         assert stub is not None, "the sync-rate benchmark needs the stub amoCRM"
         stub.reset_stats()
@@ -47,12 +89,7 @@ def bench_sync_rate(calls: int, page_size: int) -> dict[str, Any]:
             "wall_s": wall}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--page-size", type=int, default=50)
-    args = parser.parse_args(argv)
-
+def print_sync_rate(args: argparse.Namespace) -> None:
     print(f"sync-rate: syncing {args.calls} demo calls, amoCRM pages of {args.page_size} notes ...", flush=True)
     r = bench_sync_rate(args.calls, args.page_size)
     verdict = "met" if r["ratio"] >= 0.9 and r["rate_limited"] == 0 else "NOT met"
@@ -62,6 +99,248 @@ def main(argv: list[str] | None = None) -> int:
           f"429 answers: {r['rate_limited']}; calls synced: {r['calls']} ({r['overall_status']}); "
           f"whole sync {r['wall_s']:.1f} s")
     print(f"  goal (>= 90 % of the limit, zero 429): {verdict}")
+
+
+# ---------------------------------------------------------------------------------------------- status
+STATUS_PATH = "/api/calls/transcribe-by-date-range-status"
+
+
+def bench_status(sizes: tuple[int, int], requests: int, warmup: int) -> dict[str, Any]:
+    days = days_back(31)
+    with LocalPlatform(port=0, demo_calls=0, postgres=False, parameter_overrides=QUIET) as platform:
+        clinics = {size: f"bench-{size}-calls" for size in sizes}
+        seeded: dict[int, Any] = {}
+        latencies: dict[int, list[float]] = {size: [] for size in sizes}
+        costs: dict[int, list[ReadCost]] = {size: [] for size in sizes}
+        totals: dict[int, dict[str, Any]] = {}
+        seed_s = 0.0
+        small, large = sizes
+        with httpx.Client(base_url=platform.api_url, timeout=60) as api:
+            def get(size: int) -> tuple[float, dict[str, Any]]:
+                params = {"client_id": clinics[size], "start_date": days.start.isoformat(),
+                          "end_date": days.end.isoformat()}
+                t0 = time.perf_counter()
+                answer = api.get(STATUS_PATH, params=params)
+                elapsed = time.perf_counter() - t0
+                answer.raise_for_status()
+                return elapsed, answer.json()
+
+            def seed(size: int) -> float:
+                began = time.monotonic()
+                register_clinic(platform, clinics[size])
+                seeded[size] = seed_transcription_snapshot(platform, clinics[size], size, days)
+                return time.monotonic() - began
+
+            # a side measure: the small clinic while it is alone in the table (moto's Query cost grows with the
+            # whole table, DynamoDB's does not: see the note printed)
+            seed_s += seed(small)
+            for _ in range(warmup):
+                get(small)
+            alone = [get(small)[0] for _ in range(max(1, requests // 4))]
+            seed_s += seed(large)
+            for _ in range(warmup):
+                for size in sizes:
+                    get(size)
+            floor = []
+            for _ in range(requests):  # the API emulation alone: its index, no Lambda
+                t0 = time.perf_counter()
+                api.get("/").raise_for_status()
+                floor.append(time.perf_counter() - t0)
+            for i in range(requests):  # latency, without any hook installed
+                for size in sizes if i % 2 == 0 else sizes[::-1]:  # alternate who goes first
+                    latencies[size].append(get(size)[0])
+            client = handler_module(platform, "ProcessStatusFunction").table.client
+            with DynamoReadMeter(client) as meter:  # cost: a separate, shorter pass with the hooks
+                meter.take()
+                for _ in range(max(1, requests // 10)):
+                    for size in sizes:
+                        totals[size] = get(size)[1]
+                        costs[size].append(meter.take())
+    return {"sizes": sizes, "latencies": latencies, "costs": costs, "answers": totals, "seeded": seeded,
+            "floor": percentile(floor, 50), "alone": (percentile(alone, 50), len(alone)),
+            "seed_s": seed_s, "days": days}
+
+
+def print_status(args: argparse.Namespace) -> None:
+    small, large = args.status_sizes
+    print(f"status: GET {STATUS_PATH} over HTTP, clinics of {small:,} and {large:,} calls in one 31-day range, "
+          f"{args.status_requests} requests each, alternating ...", flush=True)
+    r = bench_status((small, large), args.status_requests, args.status_warmup)
+    print(f"  seeded through the DAL in {r['seed_s']:.1f} s (not measured): range {r['days'].start}..{r['days'].end}, "
+          f"calls mid-transcription, run recorded as running")
+    medians = {}
+    for size in r["sizes"]:
+        lat = r["latencies"][size]
+        costs: list[ReadCost] = r["costs"][size]
+        medians[size] = (percentile(lat, 50), percentile(lat, 95))
+        first = costs[0]
+        same = all(c.requests == first.requests and c.items == first.items for c in costs)
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(first.requests.items()))
+        answer = r["answers"][size]
+        print(f"  {size:>6,} calls: median {medians[size][0] * 1000:6.2f} ms, p95 {medians[size][1] * 1000:6.2f} ms;"
+              f" per request {ops}, {first.items} items ({first.item_bytes:,} B), "
+              f"{first.capacity_units:g} RCU{'' if same else ' (varied!)'}")
+        print(f"{'':15}answer {describe(answer)}")
+    ratio50 = medians[large][0] / medians[small][0]
+    ratio95 = medians[large][1] / medians[small][1]
+    verdict = "met" if ratio50 <= 1.2 else "NOT met"
+    print(f"  ratio {large:,} / {small:,}: median {ratio50:.2f}, p95 {ratio95:.2f} (goal: median <= 1.2: {verdict})")
+    print(f"  for scale: GET / of the API emulation (no Lambda, no DynamoDB) takes {r['floor'] * 1000:.1f} ms (median)"
+          f"; the {small:,}-call clinic alone in the table, before the other was seeded: median "
+          f"{r['alone'][0] * 1000:.1f} ms ({r['alone'][1]} requests). moto's Query sorts the whole table, so locally "
+          "every Query costs in proportion to all the items of the table, whoever they belong to")
+    print("  cost: botocore hooks on the status handler's DynamoDB client, in a separate pass (requests; items and "
+          "their DynamoDB size from the answers; RCU: 4 KB units per request, eventually consistent half); items are "
+          "the clinic profile, the run and one counter per day that has calls")
+
+
+# ---------------------------------------------------------------------------------------------- overhead
+def _concurrency(platform: LocalPlatform) -> tuple[int, int, int]:
+    p = platform.template.parameters
+    return int(p["OpenAIMapConcurrency"]), int(p["WorkerConcurrency"]), int(p["CallsPerChunk"])
+
+
+def bench_overhead(demo_calls: int, latency_ms: int) -> dict[str, Any]:
+    from callsight.logic.steps import ChunkWorker
+
+    days = DateRange(*(date.fromisoformat(d) for d in demo_range()))
+    with LocalPlatform(port=0, demo_calls=demo_calls, postgres=False, parameter_overrides=QUIET) as platform:
+        items = synced_items(platform.amocrm.calls, client_id=DEMO_CLIENT, days=days, base_url=platform.amocrm.url,
+                             min_seconds=min_recording_seconds(platform))
+        seeded = seed_synced(platform, DEMO_CLIENT, items)
+        stub_time, call_time = Durations(), Durations()
+        runs: list[dict[str, Any]] = []
+        with httpx.Client(base_url=platform.api_url, timeout=60) as api, \
+                timed_method(platform.openai, "handle", stub_time), \
+                timed_method(ChunkWorker, "process_one", call_time):
+            warm = run_process(api, platform, "transcribe", DEMO_CLIENT, days, poll_seconds=0.25)  # cold starts
+            for latency in (0, latency_ms, 0):  # 0 ms twice, around the other: drift shows
+                platform.openai.configure(latency_ms=latency)
+                stub_time.take()
+                call_time.take()
+                before = platform.openai.stats()["transcriptions"]
+                cpu = time.process_time()
+                run = run_process(api, platform, "transcribe", DEMO_CLIENT, days, force=True, poll_seconds=0.25)
+                runs.append({"latency_ms": latency, "run": run, "stub": stub_time.take(), "calls": call_time.take(),
+                             "requests": platform.openai.stats()["transcriptions"] - before,
+                             "cpu_s": time.process_time() - cpu})
+            platform.openai.configure(latency_ms=0)
+        return {"seeded": seeded, "warm": warm, "runs": runs, "concurrency": _concurrency(platform)}
+
+
+def print_overhead(args: argparse.Namespace) -> None:
+    print(f"overhead: the recorded calls of {args.overhead_demo_calls} demo calls (seeded as synced) transcribed with "
+          f"force, OpenAI stub at 0 ms, {args.latency_ms} ms, 0 ms ...", flush=True)
+    r = bench_overhead(args.overhead_demo_calls, args.latency_ms)
+    maps, workers, chunk = r["concurrency"]
+    inflight = maps * workers
+    print(f"  {r['seeded']['recordings']} calls ({r['seeded']['recording_bytes'] / 1e6:.1f} MB of WAV); {chunk} calls "
+          f"a chunk task, {maps} tasks x {workers} calls at once = at most {inflight} stub requests in flight; "
+          f"warm-up run with cold starts {r['warm'].execution_s:.1f} s")
+    print("  stub latency | execution | calls/s | floor = req x latency / in flight | (execution - floor) / call | "
+          "CPU / call | one call in its worker (in the stub)")
+    per_call: dict[int, list[float]] = {}
+    for entry in r["runs"]:
+        run, latency = entry["run"], entry["latency_ms"]
+        calls = run.status["total_calls"]
+        wall = run.execution_s or run.wall_s
+        floor = entry["requests"] * latency / 1000 / inflight
+        per_call.setdefault(latency, []).append((wall - floor) / calls)
+        in_stub = sum(entry["stub"]) / max(1, len(entry["calls"]))
+        print(f"  {latency:>9} ms | {wall:7.1f} s | {calls / wall:7.1f} | {floor:32.1f} s | "
+              f"{(wall - floor) / calls * 1000:21.1f} ms | {entry['cpu_s'] / calls * 1000:7.1f} ms | "
+              f"{mean(entry['calls']) * 1000:6.0f} ms ({in_stub * 1000:.0f} ms)  [{run.status['overall_status']}]")
+    zero = mean(per_call[0]) * 1000
+    loaded = mean(per_call[args.latency_ms]) * 1000
+    print(f"  platform overhead beyond the stub's latency: {zero:.0f} ms of wall time per call at 0 ms, "
+          f"{loaded:.0f} ms at {args.latency_ms} ms: the stub's latency hides behind the platform's own CPU work")
+    print("  per call: 1 GetItem + 2 DynamoDB transactions (claim, finish), S3 get (recording) and put (transcript), "
+          "the OpenAI client's upload and the stub's parsing; per chunk: moto's Step Functions interpreter, Lambda "
+          "dispatch, the worker's set-up. One Python process (one GIL) does all of it, each AWS call over HTTP to moto")
+
+
+# ---------------------------------------------------------------------------------------------- e2e
+def bench_e2e(demo_calls: int, source: str) -> dict[str, Any]:
+    days = DateRange(*(date.fromisoformat(d) for d in demo_range()))
+    with LocalPlatform(port=0, demo_calls=demo_calls, postgres=False, parameter_overrides=QUIET) as platform:
+        result: dict[str, Any] = {"source": source, "days": days, "concurrency": _concurrency(platform)}
+        with httpx.Client(base_url=platform.api_url, timeout=120) as api:
+            began = time.monotonic()
+            if source == "sync":
+                sync = run_process(api, platform, "sync", DEMO_CLIENT, days, poll_seconds=5)
+                result["sync"] = sync
+            else:
+                items = synced_items(platform.amocrm.calls, client_id=DEMO_CLIENT, days=days,
+                                     base_url=platform.amocrm.url, min_seconds=min_recording_seconds(platform))
+                result["seeded"] = seed_synced(platform, DEMO_CLIENT, items)
+            result["prepare_s"] = time.monotonic() - began
+            for process in ("transcribe", "analyze"):
+                print(f"  {process} ...", flush=True)
+                run = run_process(api, platform, process, DEMO_CLIENT, days, poll_seconds=5)
+                result[process] = run
+                result[f"{process}_history"] = history_stats(platform, run.execution_arn)
+                print(f"  {process}: {describe(run.status)} in {run.wall_s:.0f} s", flush=True)
+        return result
+
+
+def print_e2e(args: argparse.Namespace) -> None:
+    how = ("synced through the API from the stub amoCRM" if args.e2e_source == "sync" else
+           "seeded as a finished sync leaves them (items through the DAL, the stub's WAVs in S3)")
+    print(f"e2e: {args.e2e_calls:,} demo calls {how}; then transcribed and analysed through the HTTP API, OpenAI "
+          f"stub at 0 ms (this takes a while) ...", flush=True)
+    r = bench_e2e(args.e2e_calls, args.e2e_source)
+    if "sync" in r:
+        sync = r["sync"]
+        print(f"  sync: {describe(sync.status)} in {sync.wall_s:.0f} s "
+              f"({sync.status['total_calls'] / sync.wall_s:.1f} calls/s)")
+    else:
+        s = r["seeded"]
+        print(f"  seeded {s['calls']:,} calls, {s['recordings']:,} recordings "
+              f"({s['recording_bytes'] / 1e6:.0f} MB) in {r['prepare_s']:.0f} s (not measured)")
+    maps, workers, chunk = r["concurrency"]
+    print(f"  range {r['days'].start}..{r['days'].end}; {chunk} calls per chunk, {maps} chunks x {workers} calls "
+          "at once")
+    total = 0.0
+    for process in ("transcribe", "analyze"):
+        run = r[process]
+        hist = r[f"{process}_history"]
+        calls = run.status["total_calls"]
+        total += run.wall_s
+        verdict = "ok" if run.status["overall_status"] == "completed" else "NOT completed"
+        print(f"  {process:<10}: {describe(run.status)} ({verdict}); wall {run.wall_s:,.0f} s (execution "
+              f"{(run.execution_s or 0):,.0f} s), {calls / run.wall_s:.1f} calls/s")
+        print(f"{'':14}history {hist.events:,} events = {hist.events / HISTORY_EVENT_LIMIT * 100:.1f} % of "
+              f"{HISTORY_EVENT_LIMIT:,}; largest payload {hist.largest_bytes:,} B = "
+              f"{hist.largest_bytes / PAYLOAD_LIMIT_BYTES * 100:.2f} % of 256 KiB ({hist.largest_where})")
+    print(f"  transcription + analysis: {total:,.0f} s wall ({total / 60:.1f} min)")
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bench", nargs="*", choices=[*BENCHES, "all"], default=[],
+                        help="which benchmarks to run (default: all)")
+    parser.add_argument("--calls", type=int, default=2000, help="sync-rate: demo calls")
+    parser.add_argument("--page-size", type=int, default=50, help="sync-rate: amoCRM page size")
+    parser.add_argument("--status-sizes", type=int, nargs=2, default=(100, 10_000), metavar=("SMALL", "LARGE"),
+                        help="status: calls of the two clinics")
+    parser.add_argument("--status-requests", type=int, default=200, help="status: measured requests per clinic")
+    parser.add_argument("--status-warmup", type=int, default=20, help="status: warm-up requests per clinic")
+    parser.add_argument("--overhead-demo-calls", type=int, default=300,
+                        help="overhead: demo calls (about 60 %% have a recording to transcribe)")
+    parser.add_argument("--latency-ms", type=int, default=200, help="overhead: the stub's latency of the second run")
+    parser.add_argument("--e2e-calls", type=int, default=10_000, help="e2e: demo calls in the range")
+    parser.add_argument("--e2e-source", choices=("seed", "sync"), default="seed",
+                        help="e2e: seed the synced calls directly (default) or sync them through the API")
+    args = parser.parse_args(argv)
+    chosen = [b for b in BENCHES if b in args.bench] if args.bench and "all" not in args.bench else list(BENCHES)
+    runners = {"sync-rate": print_sync_rate, "status": print_status, "overhead": print_overhead, "e2e": print_e2e}
+    for i, name in enumerate(chosen):
+        if i:
+            print()
+        began = time.monotonic()
+        runners[name](args)
+        print(f"  ({name}: {time.monotonic() - began:.0f} s in all)", flush=True)
     return 0
 
 

@@ -1,0 +1,405 @@
+"""Helpers of ``infra.bench``: seeding calls the way the pipeline stores them, counting DynamoDB reads,
+timing the stub and the workers, running a process over HTTP, and reading a Step Functions history.
+
+Nothing here is measured by itself: it prepares the platform and collects what ``infra.bench`` prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import SecretStr
+
+from callsight.admin import register_client
+from callsight.dal.calls import CallKey, CallRepository
+from callsight.dal.clients import AmoCrmCredentials, ClientProfile
+from callsight.dal.recordings import recording_key
+from callsight.dal.runs import RunRepository
+from callsight.dal.table import Table
+from callsight.dates import DateRange
+from callsight.logic.runs import execution_arn
+from callsight.logic.sync import call_from_note
+from infra.platform import LocalPlatform
+from infra.stubs.audio import make_wav
+from infra.stubs.clinic_calls import ADMINISTRATORS, DemoCall, generate_calls, to_note
+
+FINISHED = ("completed", "partial", "failed")
+TZ = "Europe/Moscow"
+#: Step Functions quotas (standard workflows)
+HISTORY_EVENT_LIMIT = 25_000
+PAYLOAD_LIMIT_BYTES = 256 * 1024
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between the closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def days_back(days: int, tz: str = TZ) -> DateRange:
+    """``days`` local calendar days ending today (inclusive)."""
+    today = datetime.now(ZoneInfo(tz)).date()
+    return DateRange(today - timedelta(days=days - 1), today)
+
+
+# ---------------------------------------------------------------------------------------------- seeding
+def register_clinic(platform: LocalPlatform, client_id: str, *, tz: str = TZ) -> None:
+    """A clinic on the stub amoCRM, registered as an operator does (tests/api/conftest.py ``new_client``)."""
+    from infra.stubs.amocrm import DEFAULT_ACCESS_TOKEN
+
+    register_client(
+        ClientProfile(client_id=client_id, amocrm_subdomain="demo", amocrm_base_url=platform.amocrm.url, timezone=tz),
+        AmoCrmCredentials(access_token=SecretStr(DEFAULT_ACCESS_TOKEN)),
+        table_name=platform.table_name, secret_prefix=platform.env["CALLSIGHT_AMOCRM_SECRET_PREFIX"])
+
+
+def min_recording_seconds(platform: LocalPlatform) -> int:
+    return int(float(platform.template.parameters.get("MinRecordingSeconds", "10")))
+
+
+def synced_items(demo_calls: Iterable[DemoCall], *, client_id: str, days: DateRange, base_url: str,
+                 min_seconds: int, tz: str = TZ) -> list[tuple[dict[str, Any], DemoCall]]:
+    """The call items a finished sync stores for these amoCRM notes (same ``call_from_note``): skipped calls
+    with their reason, the others ``success`` with their recording's key in S3. Calls outside ``days`` are left
+    out, as the sync leaves them."""
+    users = {admin.id: admin.name for admin in ADMINISTRATORS}
+    start, end = days.bounds(tz)
+    out: list[tuple[dict[str, Any], DemoCall]] = []
+    for demo in demo_calls:
+        if not start <= demo.created_at < end:
+            continue
+        note = {**to_note(demo, base_url), "entity_type": demo.entity_type}
+        call = call_from_note(note, client_id=client_id, tz=tz, min_seconds=min_seconds, users=users)
+        if not call.get("sync_skip"):
+            call["sync_status"] = "success"
+            call["recording_key"] = recording_key(client_id, call["day"], call["call_id"], "wav")
+            call["recording_content_type"] = "audio/wav"
+        out.append((call, demo))
+    return out
+
+
+def seed_synced(platform: LocalPlatform, client_id: str, items: list[tuple[dict[str, Any], DemoCall]], *,
+                threads: int = 4) -> dict[str, int]:
+    """Store the items through the DAL (``insert_many("sync", ...)``: items and the sync's day counters, as the
+    sync's own inserts) and their recordings in S3 (the stub's WAV of each call, as the download stores it)."""
+    s3 = platform.boto3_client("s3")
+    bucket = platform.env["CALLSIGHT_BUCKET"]
+
+    def upload(pair: tuple[dict[str, Any], DemoCall]) -> int:
+        call, demo = pair
+        data = make_wav(demo)
+        s3.put_object(Bucket=bucket, Key=call["recording_key"], Body=data, ContentType="audio/wav")
+        call["recording_bytes"] = len(data)
+        return len(data)
+
+    recorded = [pair for pair in items if pair[0].get("recording_key")]
+    with ThreadPoolExecutor(threads) as pool:
+        sizes = list(pool.map(upload, recorded))
+    inserted = CallRepository(Table(platform.table_name), client_id).insert_many("sync", [c for c, _ in items])
+    return {"calls": inserted, "recordings": len(recorded), "recording_bytes": sum(sizes)}
+
+
+def seed_transcription_snapshot(platform: LocalPlatform, client_id: str, calls: int, days: DateRange, *,
+                                seed: int = 7, transitions: int = 50) -> Counter[str]:
+    """``calls`` recorded calls of ``days`` in the middle of a transcription run, through the DAL: inserted with
+    their transcription status (``insert_many("transcribe", ...)`` counts each under its status, as the pipeline's
+    transitions would have), ``transitions`` of them then moved pending -> processing -> success/failed with
+    ``transition`` (the workers' path), and the run recorded as running. Returns the statuses stored."""
+    rng = random.Random(f"bench-status:{seed}:{calls}")
+    # the demo data's share of recorded, long-enough calls is ~60 %: draw enough notes, keep ``calls`` of them
+    demo = generate_calls(int(calls * 1.9) + 60, days=(days.end - days.start).days + 1, seed=seed)
+    items = [c for c, _ in synced_items(demo, client_id=client_id, days=days, base_url=platform.amocrm.url,
+                                        min_seconds=min_recording_seconds(platform))
+             if c.get("recording_key")]
+    if len(items) < calls:
+        raise RuntimeError(f"only {len(items)} recorded demo calls in the range, {calls} wanted")
+    items = sorted(rng.sample(items, calls), key=lambda c: str(c["call_time"]))
+    weights = {"success": 0.70, "failed": 0.04, "processing": 0.06, "pending": 0.20}
+    run_id = f"{client_id}-transcribe-bench"
+    for call in items:
+        call["transcribe_status"] = rng.choices(list(weights), list(weights.values()))[0]
+        if call["transcribe_status"] == "success":
+            call["transcript_key"] = f"transcripts/{client_id}/{call['day']}/{call['call_id']}.json"
+        elif call["transcribe_status"] == "failed":
+            call["transcribe_error"] = "transcription failed: HTTP 500 stub fault"
+        if call["transcribe_status"] != "pending":
+            call["transcribe_run"] = run_id
+    table = Table(platform.table_name)
+    repo = CallRepository(table, client_id)
+    repo.insert_many("transcribe", items)
+    pending = [c for c in items if c["transcribe_status"] == "pending"]
+    for call in pending[:min(transitions, len(pending) // 4)]:
+        key = CallKey(call["day"], call["call_id"])
+        repo.transition(key, "transcribe", "pending", "processing", set_attrs={"transcribe_run": run_id})
+        to = "failed" if rng.random() < 0.05 else "success"
+        repo.transition(key, "transcribe", "processing", to)
+        call["transcribe_status"] = to
+    machine = platform.env["CALLSIGHT_TRANSCRIBE_STATE_MACHINE_ARN"]
+    RunRepository(table).started(client_id, "transcribe", days, execution_name=run_id,
+                                 execution_arn=execution_arn(machine, run_id))
+    return Counter(str(c["transcribe_status"]) for c in items)
+
+
+# ---------------------------------------------------------------------------------------------- DynamoDB reads
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size by DynamoDB's rules (UTF-8 names and strings, numbers ~1 byte per 2 digits + 1, ...)."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, int | float | Decimal):
+        digits = len(str(abs(value)).replace(".", "").lstrip("0")) or 1
+        return (digits + 1) // 2 + 1
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, dict):
+        return 3 + sum(1 + len(k.encode()) + _value_size(v) for k, v in value.items())
+    if isinstance(value, list | set | tuple):
+        return 3 + sum(1 + _value_size(v) for v in value)
+    return len(str(value).encode())
+
+
+@dataclass
+class ReadCost:
+    requests: Counter[str] = field(default_factory=Counter)
+    items: int = 0
+    item_bytes: int = 0
+    capacity_units: float = 0.0
+
+
+class DynamoReadMeter:
+    """Counts, on one boto3 DynamoDB client, the requests made and the items and bytes they returned, with the
+    read capacity DynamoDB would charge (4 KB units per request, rounded up; eventually consistent half).
+
+    Hooks: ``before-parameter-build.dynamodb`` (the operation and its ``ConsistentRead``) and
+    ``after-call.dynamodb`` (its ``Item`` / ``Items``). ``take()`` returns what was counted since the last take.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._cost = ReadCost()
+
+    def __enter__(self) -> DynamoReadMeter:
+        events = self.client.meta.events
+        events.register("before-parameter-build.dynamodb", self._before, unique_id="callsight-bench-before")
+        events.register("after-call.dynamodb", self._after, unique_id="callsight-bench-after")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        events = self.client.meta.events
+        events.unregister("before-parameter-build.dynamodb", unique_id="callsight-bench-before")
+        events.unregister("after-call.dynamodb", unique_id="callsight-bench-after")
+
+    def _before(self, params: dict[str, Any], **kwargs: Any) -> None:
+        self._local.consistent = bool(params.get("ConsistentRead"))
+
+    def _after(self, parsed: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        found = [parsed["Item"]] if parsed.get("Item") else list(parsed.get("Items") or [])
+        size = sum(item_size(item) for item in found)
+        factor = 1.0 if getattr(self._local, "consistent", False) else 0.5
+        units = max(1, math.ceil(size / 4096)) * factor if model.name in ("GetItem", "Query", "Scan") else 0.0
+        with self._lock:
+            self._cost.requests[model.name] += 1
+            self._cost.items += len(found)
+            self._cost.item_bytes += size
+            self._cost.capacity_units += units
+
+    def take(self) -> ReadCost:
+        with self._lock:
+            cost, self._cost = self._cost, ReadCost()
+        return cost
+
+
+def handler_module(platform: LocalPlatform, logical_id: str) -> Any:
+    """The loaded (cold-started) module of one of the template's functions."""
+    import sys
+
+    dispatcher = platform.dispatcher
+    assert dispatcher is not None
+    dispatcher.handler(logical_id)
+    return sys.modules[dispatcher.module_name(logical_id)]
+
+
+# ---------------------------------------------------------------------------------------------- timing
+class Durations:
+    """Thread-safe list of (start, duration) pairs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.values.append(seconds)
+
+    def take(self) -> list[float]:
+        with self._lock:
+            values, self.values = self.values, []
+        return values
+
+
+@contextlib.contextmanager
+def timed_method(owner: Any, name: str, sink: Durations) -> Iterator[None]:
+    """Time every call of ``owner.name`` (an instance or a class attribute) into ``sink``; restored after."""
+    original = getattr(owner, name)
+    had_own = name in vars(owner)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            sink.add(time.perf_counter() - began)
+
+    if isinstance(owner, type):  # a class: keep it a method
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                sink.add(time.perf_counter() - began)
+
+        setattr(owner, name, method)
+    else:
+        setattr(owner, name, wrapper)
+    try:
+        yield
+    finally:
+        if isinstance(owner, type) or had_own:
+            setattr(owner, name, original)
+        else:
+            delattr(owner, name)
+
+
+# ---------------------------------------------------------------------------------------------- processes
+@dataclass
+class ProcessRun:
+    status: dict[str, Any]
+    wall_s: float  # the start request to the first status poll that saw the run finished
+    execution_s: float | None  # the Step Functions execution's own start to stop
+    execution_arn: str
+    polls: int
+
+
+def run_process(api: httpx.Client, platform: LocalPlatform, process: str, client_id: str, days: DateRange, *,
+                force: bool = False, poll_seconds: float = 0.5, timeout_s: float = 7200,
+                on_poll: Callable[[dict[str, Any]], None] | None = None) -> ProcessRun:
+    """Start ``process`` over HTTP as the frontend does and poll its status endpoint to the end."""
+    bulk = "/api/calls-parallel-bulk/sync-by-date-range"
+    paths = {"sync": (bulk, f"{bulk}-status"),
+             "transcribe": ("/api/calls/transcribe-by-date-range", "/api/calls/transcribe-by-date-range-status"),
+             "analyze": ("/api/analyze-by-date-range", "/api/analyze-by-date-range-status")}
+    start_path, status_path = paths[process]
+    query = {"client_id": client_id, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()}
+    began = time.monotonic()
+    answer = api.post(start_path, json={**query, "force": force})
+    if answer.status_code not in (200, 202):
+        raise RuntimeError(f"{process}: start refused: HTTP {answer.status_code} {answer.text}")
+    name = answer.json()["execution_name"]
+    polls = 0
+    while True:
+        status = api.get(status_path, params=query).json()
+        polls += 1
+        if on_poll is not None:
+            on_poll(status)
+        if status.get("overall_status") in FINISHED and status.get("execution_name") == name:
+            break
+        if time.monotonic() - began > timeout_s:
+            raise RuntimeError(f"{process}: not finished after {timeout_s:.0f} s: {status}")
+        time.sleep(poll_seconds)
+    wall = time.monotonic() - began
+    machine = platform.env[f"CALLSIGHT_{process.upper()}_STATE_MACHINE_ARN"]
+    arn = execution_arn(machine, name)
+    sfn = platform.boto3_client("stepfunctions")
+    execution_s = None
+    for _ in range(100):  # the run is recorded finished a moment before the execution stops
+        described = sfn.describe_execution(executionArn=arn)
+        if described.get("stopDate"):
+            execution_s = (described["stopDate"] - described["startDate"]).total_seconds()
+            break
+        time.sleep(0.1)
+    return ProcessRun(dict(status), wall, execution_s, arn, polls)
+
+
+@dataclass
+class HistoryStats:
+    events: int
+    by_type: Counter[str]
+    largest_bytes: int
+    largest_where: str
+
+
+_PAYLOAD_FIELDS = ("input", "output", "parameters", "result", "cause", "error")
+
+
+def history_stats(platform: LocalPlatform, arn: str) -> HistoryStats:
+    """Every event of the execution's history (paginated), and its largest payload (input, output, task
+    parameters or result, error cause) in UTF-8 bytes."""
+    sfn = platform.boto3_client("stepfunctions")
+    events = 0
+    by_type: Counter[str] = Counter()
+    largest, where = 0, ""
+    for page in sfn.get_paginator("get_execution_history").paginate(
+            executionArn=arn, PaginationConfig={"PageSize": 1000}):
+        for event in page["events"]:
+            events += 1
+            by_type[event["type"]] += 1
+            for key, details in event.items():
+                if not key.endswith("EventDetails") or not isinstance(details, dict):
+                    continue
+                for name in _PAYLOAD_FIELDS:
+                    value = details.get(name)
+                    if isinstance(value, str):
+                        size = len(value.encode())
+                        if size > largest:
+                            state = details.get("name") or details.get("resource") or ""
+                            largest, where = size, f"{event['type']}{f' {state}' if state else ''} {name}"
+    return HistoryStats(events, by_type, largest, where)
+
+
+def describe(status: dict[str, Any]) -> str:
+    b = status.get("status_breakdown") or {}
+    return (f"{status.get('overall_status')}: {status.get('total_calls')} calls, {b.get('success', 0)} success, "
+            f"{b.get('failed', 0)} failed, {b.get('pending', 0) + b.get('processing', 0)} unfinished")
+
+
+def json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def today(tz: str = TZ) -> date:
+    return datetime.now(ZoneInfo(tz)).date()
