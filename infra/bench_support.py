@@ -357,6 +357,8 @@ class HistoryStats:
     by_type: Counter[str]
     largest_bytes: int
     largest_where: str
+    #: seconds from the first entry to the last exit of each top-level state (Map iterations' states excluded)
+    phases: dict[str, float]
 
 
 _PAYLOAD_FIELDS = ("input", "output", "parameters", "result", "cause", "error")
@@ -369,11 +371,21 @@ def history_stats(platform: LocalPlatform, arn: str) -> HistoryStats:
     events = 0
     by_type: Counter[str] = Counter()
     largest, where = 0, ""
+    entered: dict[str, datetime] = {}
+    exited: dict[str, datetime] = {}
+    depth = 0  # inside a Map iteration
     for page in sfn.get_paginator("get_execution_history").paginate(
             executionArn=arn, PaginationConfig={"PageSize": 1000}):
         for event in page["events"]:
             events += 1
-            by_type[event["type"]] += 1
+            kind = str(event["type"])
+            by_type[kind] += 1
+            depth += kind == "MapIterationStarted"
+            depth -= kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted")
+            if depth == 0 and kind.endswith("StateEntered"):
+                entered.setdefault(event["stateEnteredEventDetails"]["name"], event["timestamp"])
+            elif depth == 0 and kind.endswith("StateExited"):
+                exited[event["stateExitedEventDetails"]["name"]] = event["timestamp"]
             for key, details in event.items():
                 if not key.endswith("EventDetails") or not isinstance(details, dict):
                     continue
@@ -384,7 +396,8 @@ def history_stats(platform: LocalPlatform, arn: str) -> HistoryStats:
                         if size > largest:
                             state = details.get("name") or details.get("resource") or ""
                             largest, where = size, f"{event['type']}{f' {state}' if state else ''} {name}"
-    return HistoryStats(events, by_type, largest, where)
+    phases = {name: (exited[name] - began).total_seconds() for name, began in entered.items() if name in exited}
+    return HistoryStats(events, by_type, largest, where, phases)
 
 
 def describe(status: dict[str, Any]) -> str:
