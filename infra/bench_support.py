@@ -374,6 +374,7 @@ def history_stats(platform: LocalPlatform, arn: str) -> HistoryStats:
     entered: dict[str, datetime] = {}
     exited: dict[str, datetime] = {}
     depth = 0  # inside a Map iteration
+    current = ""  # the state last entered
     for page in sfn.get_paginator("get_execution_history").paginate(
             executionArn=arn, PaginationConfig={"PageSize": 1000}):
         for event in page["events"]:
@@ -382,8 +383,10 @@ def history_stats(platform: LocalPlatform, arn: str) -> HistoryStats:
             by_type[kind] += 1
             depth += kind == "MapIterationStarted"
             depth -= kind in ("MapIterationSucceeded", "MapIterationFailed", "MapIterationAborted")
+            if kind.endswith("StateEntered"):
+                current = event["stateEnteredEventDetails"]["name"]
             if depth == 0 and kind.endswith("StateEntered"):
-                entered.setdefault(event["stateEnteredEventDetails"]["name"], event["timestamp"])
+                entered.setdefault(current, event["timestamp"])
             elif depth == 0 and kind.endswith("StateExited"):
                 exited[event["stateExitedEventDetails"]["name"]] = event["timestamp"]
             for key, details in event.items():
@@ -394,8 +397,8 @@ def history_stats(platform: LocalPlatform, arn: str) -> HistoryStats:
                     if isinstance(value, str):
                         size = len(value.encode())
                         if size > largest:
-                            state = details.get("name") or details.get("resource") or ""
-                            largest, where = size, f"{event['type']}{f' {state}' if state else ''} {name}"
+                            state = details.get("name") or current
+                            largest, where = size, f"{name} of {kind} in {state}"
     phases = {name: (exited[name] - began).total_seconds() for name, began in entered.items() if name in exited}
     return HistoryStats(events, by_type, largest, where, phases)
 
