@@ -308,8 +308,8 @@ def print_e2e(args: argparse.Namespace) -> None:
         calls = run.status["total_calls"]
         total += run.wall_s
         verdict = "ok" if run.status["overall_status"] == "completed" else "NOT completed"
-        print(f"  {process:<10}: {describe(run.status)} ({verdict}); wall {run.wall_s:,.0f} s (execution "
-              f"{(run.execution_s or 0):,.0f} s), {calls / run.wall_s:.1f} calls/s")
+        print(f"  {process:<10}: {describe(run.status)} ({verdict}); wall {run.wall_s:,.0f} s, polled (execution "
+              f"{(run.execution_s or 0):,.0f} s), {calls / (run.execution_s or run.wall_s):.1f} calls/s")
         print(f"{'':14}history {hist.events:,} events = {hist.events / HISTORY_EVENT_LIMIT * 100:.1f} % of "
               f"{HISTORY_EVENT_LIMIT:,}; largest payload {hist.largest_bytes:,} B = "
               f"{hist.largest_bytes / PAYLOAD_LIMIT_BYTES * 100:.2f} % of 256 KiB ({hist.largest_where})")
