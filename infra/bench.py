@@ -15,12 +15,15 @@ on the status handler's own DynamoDB client: requests, items and bytes returned,
 
 overhead: the platform's own cost per call beyond the OpenAI stub's latency. The same calls (seeded as a
 finished sync leaves them: items through the DAL, the stub's WAVs in S3) are transcribed with ``force``
-twice, the stub at 0 ms and then at --latency-ms; wall time of each execution, time inside the stub and
-inside each call's worker.
+three times, the stub at 0 ms, at --latency-ms, at 0 ms again: per run the execution's time, the floor the
+stub's latency alone imposes (requests x latency / requests in flight), (execution - floor) per call, the
+process's CPU time per call, and one call's time in its worker and in the stub.
 
 e2e: a 10,000-call range of the demo clinic (stub amoCRM) transcribed and then analysed end to end through
-the HTTP API with the OpenAI stub at 0 ms: wall time and calls/s of each process, final statuses, and the
-execution's history event count (limit 25,000) and largest state payload (limit 256 KiB).
+the HTTP API with the OpenAI stub at 0 ms. The calls are seeded as the sync leaves them (a 10,000-call sync
+through the API takes ~10 more minutes; ``--e2e-source sync`` does it). Wall time and calls/s of each
+process, final statuses, the execution's history event count (limit 25,000), its largest state payload
+(limit 256 KiB) and the time of each top-level state.
 """
 
 from __future__ import annotations
@@ -320,7 +323,7 @@ def print_e2e(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", nargs="*", choices=[*BENCHES, "all"], default=[],
+    parser.add_argument("bench", nargs="*", metavar="{" + ",".join([*BENCHES, "all"]) + "}",
                         help="which benchmarks to run (default: all)")
     parser.add_argument("--calls", type=int, default=2000, help="sync-rate: demo calls")
     parser.add_argument("--page-size", type=int, default=50, help="sync-rate: amoCRM page size")
@@ -335,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-source", choices=("seed", "sync"), default="seed",
                         help="e2e: seed the synced calls directly (default) or sync them through the API")
     args = parser.parse_args(argv)
+    unknown = set(args.bench) - {*BENCHES, "all"}
+    if unknown:  # checked here: argparse rejects an empty list against choices (nargs="*")
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     chosen = [b for b in BENCHES if b in args.bench] if args.bench and "all" not in args.bench else list(BENCHES)
     runners = {"sync-rate": print_sync_rate, "status": print_status, "overhead": print_overhead, "e2e": print_e2e}
     for i, name in enumerate(chosen):

@@ -160,7 +160,8 @@ def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, r
     attr = status_attr(process)
     interrupted = 0
     reason = f"interrupted: the run ended ({outcome}) before this call finished"
-    for item in calls.in_range(days):
+    in_progress = CounterRepository(table).summed(client_id, process, days)["processing"]
+    for item in calls.in_range(days) if in_progress else []:  # the counters say whether a sweep is needed
         if item.get(attr) == CallStatus.PROCESSING and item.get(f"{process}_run") == run_id:
             interrupted += calls.transition(CallKey.from_sk(item["sk"]), process, CallStatus.PROCESSING,
                                             CallStatus.FAILED, set_attrs={f"{process}_error": reason})
