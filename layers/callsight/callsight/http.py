@@ -57,13 +57,8 @@ def _field_errors(raw: Any) -> list[dict[str, str]]:
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
     """Bad input answers 400 naming each field; domain errors their own 4xx; nothing answers a bare 500."""
 
-    @app.exception_handler(RequestValidationError)
-    def _invalid(exc: RequestValidationError) -> Response[Any]:
-        problems = _field_errors(exc.errors())
-        return error(400, "invalid_request", "; ".join(f"{p['field']}: {p['problem']}" for p in problems), problems)
-
-    @app.exception_handler(ValidationError)
-    def _invalid_model(exc: ValidationError) -> Response[Any]:
+    @app.exception_handler([RequestValidationError, ValidationError])
+    def _invalid(exc: RequestValidationError | ValidationError) -> Response[Any]:
         problems = _field_errors(exc.errors())
         return error(400, "invalid_request", "; ".join(f"{p['field']}: {p['problem']}" for p in problems), problems)
 
