@@ -26,7 +26,7 @@ import httpx
 import psutil
 import pytest
 
-from infra.aws import LocalAws
+from infra.aws import LocalAws, item_operation_json
 from infra.events import ExecutionEventWatcher, execution_status_event, matches
 from infra.lambdas import FunctionNotFound, HandlerImportError, HandlerSpec, LambdaDispatcher
 from infra.template import EventRule, Template, load_state_machine_definitions
@@ -319,6 +319,34 @@ def test_dynamodb_lock_is_counted_and_also_serves_mock_aws(monkeypatch: pytest.M
     assert DynamoHandler.call_action is original
 
 
+@pytest.mark.parametrize(("operation", "result"), [
+    ("Query", {"Count": 1, "ScannedCount": 3, "Items": [
+        {"pk": {"S": "a"}, "n": {"N": "1.5"}, "m": {"M": {"x": {"L": [{"S": "y"}, {"BOOL": True}, {"NULL": True}]}}},
+         "ss": {"SS": ["p", "q"]}, "ns": {"NS": ["1", "2"]}}], "LastEvaluatedKey": {"pk": {"S": "a"}}}),
+    ("BatchGetItem", {"ConsumedCapacity": [], "Responses": {"t": [{"pk": {"S": "Привет"}}]}, "UnprocessedKeys": {}}),
+    ("GetItem", {}),
+    ("UpdateItem", {"Attributes": None}),
+    ("TransactWriteItems", {}),
+    ("PutItem", {"ConsumedCapacity": {"TableName": "t", "CapacityUnits": 1.0}}),
+])
+def test_item_answers_skip_motos_serializer_with_the_same_json(operation: str, result: dict[str, Any]) -> None:
+    from moto.core.responses import get_service_model
+    from moto.core.serialize import XFormedAttributePicker, get_serializer_class
+
+    model = get_service_model("dynamodb")
+    serializer = get_serializer_class("dynamodb", "json")(
+        operation_model=model.operation_model(operation), pretty_print=False, value_picker=XFormedAttributePicker())
+    body = item_operation_json(operation, result)
+    assert body is not None
+    assert json.loads(body) == json.loads(serializer.serialize(result)["body"] or "{}")
+
+
+def test_binary_values_and_other_operations_keep_motos_serializer() -> None:
+    assert item_operation_json("GetItem", {"Item": {"b": {"B": "YWJj"}}}) is None
+    assert item_operation_json("DescribeTable", {"Table": {"TableName": "t"}}) is None
+    assert item_operation_json("Query", {"Items": [{"t": {"S": object()}}]}) is None
+
+
 @pytest.fixture(scope="class")
 def embedded_aws(handler_root: Path) -> Iterator[EmbeddedAws]:
     """A moto server with the template's resources, dispatching to the throwaway functions."""
@@ -454,6 +482,25 @@ class TestEmbeddedAws:
         ])
         assert dynamodb.get_item(TableName=table, Key=key("existing"))["Item"]["v"] == {"N": "11"}
         assert dynamodb.get_item(TableName=table, Key=key("created"))["Item"]["v"] == {"N": "5"}
+
+    def test_query_reads_its_partition_in_order_with_conditions_and_pages(self, embedded_aws: EmbeddedAws) -> None:
+        dynamodb, table = self._table(embedded_aws)
+        for pk in ("Q#a", "Q#b", "Q#c"):
+            for i in range(7):
+                dynamodb.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": f"d{i}"}, "n": {"N": str(i)}})
+
+        def query(**extra: Any) -> list[str]:
+            pages = dynamodb.get_paginator("query").paginate(
+                TableName=table, KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={":pk": {"S": "Q#b"}, ":lo": {"S": "d2"}, ":hi": {"S": "d5"}}, **extra)
+            return [item["sk"]["S"] + ":" + item["n"]["N"] for page in pages for item in page["Items"]]
+
+        assert query() == ["d2:2", "d3:3", "d4:4", "d5:5"]
+        assert query(PaginationConfig={"PageSize": 3}) == ["d2:2", "d3:3", "d4:4", "d5:5"]
+        assert query(ScanIndexForward=False) == ["d5:5", "d4:4", "d3:3", "d2:2"]
+        empty = dynamodb.query(TableName=table, KeyConditionExpression="pk = :pk",
+                               ExpressionAttributeValues={":pk": {"S": "Q#none"}})
+        assert empty["Items"] == [] and empty["Count"] == 0
 
     def test_boto3_lambda_invoke_runs_the_handler(self, embedded_aws: EmbeddedAws) -> None:
         client = embedded_aws[0].client("lambda")
