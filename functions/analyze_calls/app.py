@@ -32,5 +32,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, i
     clinic = ClientRepository(table).get(event["client_id"]).analysis  # the clinic's prompt, rubric, model
     return run_chunk(event, process=Process.ANALYZE.value, table=table, store=store,
                      concurrency=CONFIG.worker_concurrency,
-                     work_for=lambda calls: Analyzer(calls=calls, store=store, client=client, settings=settings,
+                     work_for=lambda calls: Analyzer(store=store, client=client, settings=settings,
                                                      clinic_settings=clinic).analyze)

@@ -71,3 +71,23 @@ def test_range_query_returns_only_the_range(table: Table) -> None:
     calls.insert_many("sync", [_call(1, "2026-10-31"), _call(2, "2026-11-01"), _call(3, "2026-11-30"),
                                _call(4, "2026-12-01")])
     assert sorted(i["call_id"] for i in calls.in_range(NOV)) == ["leads-2", "leads-3"]
+
+
+def test_transition_many_moves_calls_by_day_and_counts_each_once(table: Table) -> None:
+    calls = CallRepository(table, "c5")
+    batch = [_call(i, f"2026-11-{10 + i % 2:02d}") for i in range(230)]
+    calls.insert_many("sync", batch)
+    keys = [CallKey(str(c["day"]), str(c["call_id"])) for c in batch]
+    # one call leaves pending meanwhile: its transaction falls back to call by call, the others still move
+    assert calls.transition(keys[7], "sync", "pending", "success")
+    moved = calls.transition_many("transcribe", [(k, None) for k in keys[:200]], "pending")
+    assert len(moved) == 200  # every call joins the new process, whatever its sync status
+    moved = calls.transition_many("sync", [(k, "pending") for k in keys], "failed", remove=["sync_error"])
+    assert set(moved) == set(keys) - {keys[7]}
+    assert calls.transition_many("sync", [(k, "pending") for k in keys], "failed") == []  # a repeat moves nothing
+    sync = CounterRepository(table).summed("c5", "sync", NOV)
+    assert (sync["total"], sync["pending"], sync["success"], sync["failed"]) == (230, 0, 1, 229)
+    _invariant(sync)
+    transcribe = CounterRepository(table).summed("c5", "transcribe", NOV)
+    assert (transcribe["total"], transcribe["pending"]) == (200, 200)
+    _invariant(transcribe)

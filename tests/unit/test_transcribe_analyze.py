@@ -48,6 +48,12 @@ def _store_call(table: Table, bucket: str, call: DemoCall) -> CallKey:
     return key
 
 
+def _item(table: Table, key: CallKey) -> dict[str, Any]:
+    item = CallRepository(table, "c").get(key)
+    assert item is not None
+    return item
+
+
 def _answered(count: int) -> list[DemoCall]:
     return [c for c in generate_calls(200) if c.has_recording and c.scenario][:count]
 
@@ -58,7 +64,7 @@ def test_a_long_recording_is_split_and_the_parts_joined(table: Table, bucket: st
     small = TranscriptionSettings(**{**SETTINGS.__dict__, "max_audio_seconds": 1.5})
     before = stub.stats()["transcriptions"]
     result = Transcriber(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
-                         settings=small).transcribe(key, {})
+                         settings=small).transcribe(key, _item(table, key))
     transcript = ObjectStore(bucket).get_json(result["transcript_key"])
     assert transcript["parts"] >= 3 and stub.stats()["transcriptions"] - before == transcript["parts"]
     assert transcript["text"] and transcript["lines"]
@@ -70,7 +76,7 @@ def test_transcript_lines_are_labelled_by_speaker(table: Table, bucket: str, stu
     for call in calls:
         key = _store_call(table, bucket, call)
         result = Transcriber(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
-                             settings=SETTINGS).transcribe(key, {})
+                             settings=SETTINGS).transcribe(key, _item(table, key))
         lines = ObjectStore(bucket).get_json(result["transcript_key"])["lines"]
         assert call.scenario is not None
         truth = {text.strip(): speaker for speaker, text in call.scenario.script}
@@ -83,14 +89,14 @@ def test_transcript_lines_are_labelled_by_speaker(table: Table, bucket: str, stu
 
 
 def _analyzer(table: Table, bucket: str, stub: OpenAIStub, clinic: dict[str, Any] | None = None) -> Analyzer:
-    return Analyzer(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
+    return Analyzer(store=ObjectStore(bucket), client=_client(stub),
                     settings=AnalysisSettings(model="gpt-4.1-mini", attempts=3), clinic_settings=clinic or {})
 
 
 def _transcribed(table: Table, bucket: str, stub: OpenAIStub, call: DemoCall) -> CallKey:
     key = _store_call(table, bucket, call)
     result = Transcriber(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
-                         settings=SETTINGS).transcribe(key, {})
+                         settings=SETTINGS).transcribe(key, _item(table, key))
     CallRepository(table, "c").update_fields(key, result)
     return key
 
@@ -98,7 +104,7 @@ def _transcribed(table: Table, bucket: str, stub: OpenAIStub, call: DemoCall) ->
 def test_analysis_is_validated_and_follows_the_call(table: Table, bucket: str, stub: OpenAIStub) -> None:
     call = next(c for c in _answered(60) if c.scenario and c.scenario.call_type == "booking" and c.scenario.booked)
     key = _transcribed(table, bucket, stub, call)
-    stored = _analyzer(table, bucket, stub).analyze(key, {})
+    stored = _analyzer(table, bucket, stub).analyze(key, _item(table, key))
     analysis = CallAnalysis.model_validate(stored["analysis"])
     assert analysis.outcome.booked and stored["booked"] is True and stored["call_type"] == "booking"
     assert 0 <= stored["overall_score"] <= 100
@@ -110,7 +116,7 @@ def test_an_answer_failing_validation_is_asked_again_then_the_call_fails_with_wh
     stub.configure(fault_rate=1.0, fault_kinds=["invalid_json"])
     before = stub.stats()["completions"]
     with pytest.raises(CallFailed) as failure:
-        _analyzer(table, bucket, stub).analyze(key, {})
+        _analyzer(table, bucket, stub).analyze(key, _item(table, key))
     assert "failed validation after 3 attempts" in str(failure.value)
     assert stub.stats()["completions"] - before == 3
 
@@ -118,5 +124,5 @@ def test_an_answer_failing_validation_is_asked_again_then_the_call_fails_with_wh
 def test_a_clinics_own_prompt_and_model_are_used(table: Table, bucket: str, stub: OpenAIStub) -> None:
     key = _transcribed(table, bucket, stub, _answered(1)[0])
     stored = _analyzer(table, bucket, stub, {"model": "gpt-4o-mini", "rubric": "Оцени только вежливость."}
-                       ).analyze(key, {})
+                       ).analyze(key, _item(table, key))
     assert stored["analysis_model"] == "gpt-4o-mini" and stub.stats()["models"].get("gpt-4o-mini")

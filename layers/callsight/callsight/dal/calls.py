@@ -98,6 +98,48 @@ class CallRepository:
         ``frm=None`` enters a stored call into a process it has not been in (it joins the total). The
         call's skip reason (``<process>_skip``) is part of the state: it moves with the status.
         """
+        update = self._update(key, process, frm, to, frm_skip=frm_skip, to_skip=to_skip, set_attrs=set_attrs,
+                              remove=remove)
+        actions: list[dict[str, Any]] = [update]
+        counter = _counter_update(self.client_id, process, key.day, _status_deltas(frm, frm_skip, to, to_skip))
+        if counter:
+            actions.append(counter)
+        try:
+            self.table.transact(actions)
+        except ConditionFailed:
+            return False
+        return True
+
+    def transition_many(self, process: str, moves: Iterable[tuple[CallKey, str | None]], to: str, *,
+                        remove: Iterable[str] = ()) -> list[CallKey]:
+        """Move each ``(call, from)`` to ``to``: the calls of a day in transactions of up to 99 plus the
+        day's counter update. A call no longer in its ``from`` cancels its transaction, which then goes
+        call by call. Returns the calls moved."""
+        remove = list(remove)
+        by_day: dict[str, list[tuple[CallKey, str | None]]] = defaultdict(list)
+        for key, frm in moves:
+            by_day[key.day].append((key, frm))
+        moved: list[CallKey] = []
+        for day, day_moves in by_day.items():
+            for i in range(0, len(day_moves), _BATCH):
+                batch = day_moves[i:i + _BATCH]
+                deltas: Counter[str] = Counter()
+                actions = []
+                for key, frm in batch:
+                    actions.append(self._update(key, process, frm, to, remove=remove))
+                    deltas.update(_status_deltas(frm, None, to, None))
+                counter = _counter_update(self.client_id, process, day, dict(deltas))
+                try:
+                    self.table.transact([*actions, counter] if counter else actions)
+                    moved.extend(key for key, _ in batch)
+                except ConditionFailed:
+                    moved.extend(key for key, frm in batch if self.transition(key, process, frm, to, remove=remove))
+        return moved
+
+    def _update(self, key: CallKey, process: str, frm: str | None, to: str, *, frm_skip: str | None = None,
+                to_skip: str | None = None, set_attrs: dict[str, Any] | None = None,
+                remove: Iterable[str] = ()) -> dict[str, Any]:
+        """The conditional update of one call's status (``<process>_status = frm``) in a transaction."""
         attr = status_attr(process)
         sets = {attr: to, f"{process}_updated_at": utc_now_iso(), **(set_attrs or {})}
         if to_skip:
@@ -121,21 +163,13 @@ class CallRepository:
             names["#fskip"] = f"{process}_skip"
             values[":fskip"] = frm_skip
             condition += " AND #fskip = :fskip"
-        actions: list[dict[str, Any]] = [{"Update": {
+        return {"Update": {
             "Key": {"pk": self.pk, "sk": key.sk},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-        }}]
-        counter = _counter_update(self.client_id, process, key.day, _status_deltas(frm, frm_skip, to, to_skip))
-        if counter:
-            actions.append(counter)
-        try:
-            self.table.transact(actions)
-        except ConditionFailed:
-            return False
-        return True
+        }}
 
     def insert_many(self, process: str, calls: list[dict[str, Any]]) -> int:
         """Insert new calls (each carries ``<process>_status`` and maybe ``<process>_skip``), counted.

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from callsight.analysis.models import CallAnalysis
 from callsight.analysis.prompt import build_messages
-from callsight.dal.calls import CallKey, CallRepository
+from callsight.dal.calls import CallKey
 from callsight.dal.recordings import ObjectStore
 from callsight.dates import utc_now_iso
 from callsight.errors import CallFailed
@@ -24,20 +24,17 @@ class AnalysisSettings:
     attempts: int
 
 
-
 class Analyzer:
-    def __init__(self, *, calls: CallRepository, store: ObjectStore, client: OpenAI, settings: AnalysisSettings,
+    def __init__(self, *, store: ObjectStore, client: OpenAI, settings: AnalysisSettings,
                  clinic_settings: dict[str, Any]) -> None:
-        self.calls = calls
         self.store = store
         self.client = client
         self.settings = settings
         self.clinic = clinic_settings
 
-    def analyze(self, key: CallKey, entry: dict[str, Any]) -> dict[str, Any]:
-        """Analyse one call; a response failing validation is asked again, then the call fails with why."""
-        call = self.calls.get(key)
-        if call is None or not call.get("transcript_key"):
+    def analyze(self, key: CallKey, call: dict[str, Any]) -> dict[str, Any]:
+        """Analyse one call (its stored item); an answer failing validation is asked again, then the call fails."""
+        if not call.get("transcript_key"):
             raise CallFailed("no transcript for this call: transcribe it first")
         transcript = self.store.get_json(call["transcript_key"])
         dialogue = format_dialogue(transcript.get("lines") or []) or str(transcript.get("text", ""))

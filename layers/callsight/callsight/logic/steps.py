@@ -4,9 +4,10 @@ Planning puts each call that needs the step in ``pending`` (a call new to the pr
 total; ``failed`` and orphaned ``processing`` calls go back to ``pending``; with ``force``, so do
 successes) and writes the pending calls to S3 in chunks, which the state machine fans out.
 
-A chunk worker claims each call (``pending -> processing``, counted once), does the work, and
-ends it ``success`` or ``failed`` with the reason. A retried delivery of the same run takes back
-the calls it had claimed; any other duplicate finds them taken and leaves them alone.
+A chunk worker reads its calls in one BatchGetItem, claims each (``pending -> processing``, counted
+once), does the work on the call as read, and ends it ``success`` or ``failed`` with the reason. A
+retried delivery of the same run takes back the calls it had claimed; any other duplicate finds them
+taken and leaves them alone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ logger = Logger(child=True)
 
 PENDING, PROCESSING, SUCCESS, FAILED = (s.value for s in CallStatus)
 
+#: a step's work on one call (its key, and its item as read when the chunk began): the attributes to store
+Work = Callable[[CallKey, dict[str, Any]], dict[str, Any]]
+
 
 def needs_transcript(call: dict[str, Any]) -> bool:
     """Calls whose recording is in S3."""
@@ -47,24 +51,18 @@ ELIGIBLE: dict[str, Callable[[dict[str, Any]], bool]] = {
 
 
 def plan_calls(calls: CallRepository, store: ObjectStore, *, process: str, days: DateRange, run_id: str,
-               force: bool, eligible: Callable[[dict[str, Any]], bool], chunk_size: int,
-               entry: Callable[[dict[str, Any]], dict[str, Any]] = lambda item: {"sk": item["sk"]}) -> dict[str, Any]:
+               force: bool, eligible: Callable[[dict[str, Any]], bool], chunk_size: int) -> dict[str, Any]:
     """Put the range's calls that need ``process`` in ``pending``; write them to S3 in chunks."""
     attr = status_attr(process)
-    pending: list[dict[str, Any]] = []
-    moved: Counter[str] = Counter()
-    for item in calls.in_range(days):
-        if not eligible(item):
-            continue
-        status = item.get(attr)
-        if status != PENDING and (status in (None, FAILED, PROCESSING) or (force and status == SUCCESS)):
-            if not calls.transition(CallKey.from_sk(item["sk"]), process, status, PENDING,
-                                    remove=[f"{process}_error"]):
-                continue  # changed meanwhile; a later run will see it
-            moved[str(status)] += 1
-            status = PENDING
-        if status == PENDING:
-            pending.append(entry(item))
+    wanted = [item for item in calls.in_range(days) if eligible(item)]
+    movable = [item for item in wanted if item.get(attr) in (None, FAILED, PROCESSING)
+               or (force and item.get(attr) == SUCCESS)]
+    moved_keys = set(calls.transition_many(process, ((CallKey.from_sk(item["sk"]), item.get(attr)) for item in movable),
+                                           PENDING, remove=[f"{process}_error"]))
+    moved = Counter(str(item.get(attr)) for item in movable if CallKey.from_sk(item["sk"]) in moved_keys)
+    # a call that changed meanwhile (not moved) is left to a later run
+    pending = [{"sk": item["sk"]} for item in wanted
+               if item.get(attr) == PENDING or CallKey.from_sk(item["sk"]) in moved_keys]
     chunks = []
     for i in range(0, len(pending), chunk_size):
         key = plan_key(calls.client_id, run_id, f"{process}-{i // chunk_size:05d}")
@@ -80,7 +78,7 @@ class ChunkWorker:
     """Works through one chunk, ``concurrency`` calls at a time; each call ends success or failed."""
 
     def __init__(self, *, process: str, run_id: str, calls: CallRepository, concurrency: int,
-                 work: Callable[[CallKey, dict[str, Any]], dict[str, Any]]) -> None:
+                 work: Work) -> None:
         self.process = process
         self.run_id = run_id
         self.calls = calls
@@ -88,19 +86,22 @@ class ChunkWorker:
         self.work = work
 
     def run(self, entries: list[dict[str, Any]]) -> dict[str, int]:
+        keys = [CallKey.from_sk(entry["sk"]) for entry in entries]
+        found = self.calls.get_many(keys)  # the calls' fields (recording, transcript...) do not change in a run
         with ThreadPoolExecutor(self.concurrency) as pool:
-            outcomes = Counter(pool.map(self.process_one, entries))
+            outcomes = Counter(pool.map(lambda key: self.process_one(key, found.get(key.sk)), keys))
         return {"succeeded": outcomes[SUCCESS], "failed": outcomes[FAILED], "not_pending": outcomes["not_pending"]}
 
-    def process_one(self, entry: dict[str, Any]) -> str:
-        key = CallKey.from_sk(entry["sk"])
+    def process_one(self, key: CallKey, call: dict[str, Any] | None) -> str:
         run_attr = f"{self.process}_run"
         if not self.calls.transition(key, self.process, PENDING, PROCESSING, set_attrs={run_attr: self.run_id}):
             current = self.calls.get(key) or {}
             if current.get(status_attr(self.process)) != PROCESSING or current.get(run_attr) != self.run_id:
                 return "not_pending"
         try:
-            result = self.work(key, entry)
+            if call is None:
+                raise CallFailed("the call is no longer stored")
+            result = self.work(key, call)
         except CallFailed as exc:
             return self._fail(key, str(exc))
         except Exception as exc:  # one call's surprise must not leave it processing or sink its chunk
@@ -113,9 +114,6 @@ class ChunkWorker:
     def _fail(self, key: CallKey, reason: str) -> str:
         self.calls.transition(key, self.process, PROCESSING, FAILED, set_attrs={f"{self.process}_error": reason})
         return FAILED
-
-
-Work = Callable[[CallKey, dict[str, Any]], dict[str, Any]]
 
 
 def run_chunk(event: dict[str, Any], *, process: str, table: Table, store: ObjectStore, concurrency: int,

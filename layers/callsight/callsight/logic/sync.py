@@ -113,7 +113,7 @@ def fetch_and_plan(*, client: ClientProfile, days: DateRange, run_id: str, force
         fresh[f"{call['day']}#{call['call_id']}"] = call
     stored = store_calls(calls, list(fresh.values()))
     plan = plan_calls(calls, store, process=SYNC, days=days, run_id=run_id, force=force, eligible=needs_recording,
-                      chunk_size=settings.chunk_size, entry=_download_entry)
+                      chunk_size=settings.chunk_size)
     fetched = {"notes_scanned": len(notes), "calls_in_range": len(fresh), "malformed_notes": malformed,
                **stored, "to_download": plan["planned"]["planned"], "amocrm_requests": amocrm.requests_sent}
     logger.info("sync planned", extra=fetched)
@@ -147,10 +147,6 @@ def needs_recording(call: dict[str, Any]) -> bool:
     return bool(call.get("recording_url")) and not call.get("sync_skip")
 
 
-def _download_entry(call: dict[str, Any]) -> dict[str, Any]:
-    return {"sk": call["sk"], "url": call["recording_url"]}
-
-
 class RecordingDownloader:
     """Downloads one chunk's recordings to S3, ``concurrency`` at a time; each failure stays on its call."""
 
@@ -161,7 +157,7 @@ class RecordingDownloader:
         self.http = http
         self.max_bytes = max_bytes
         self.worker = ChunkWorker(process=SYNC, run_id=run_id, calls=calls, concurrency=concurrency,
-                                  work=lambda key, entry: self._fetch_to_s3(key, entry["url"]))
+                                  work=lambda key, call: self._fetch_to_s3(key, call["recording_url"]))
 
     def run(self, entries: list[dict[str, str]]) -> dict[str, int]:
         result = self.worker.run(entries)

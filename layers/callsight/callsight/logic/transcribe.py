@@ -38,10 +38,9 @@ class Transcriber:
         self.client = client
         self.settings = settings
 
-    def transcribe(self, key: CallKey, entry: dict[str, Any]) -> dict[str, Any]:
-        """Transcribe one call; returns the attributes stored on it. CallFailed names what went wrong."""
-        call = self.calls.get(key)
-        if call is None or not call.get("recording_key"):
+    def transcribe(self, key: CallKey, call: dict[str, Any]) -> dict[str, Any]:
+        """Transcribe one call (its stored item); returns the attributes to store on it. CallFailed says why not."""
+        if not call.get("recording_key"):
             raise CallFailed("no recording in storage for this call: sync it first")
         audio = self.store.get_bytes(call["recording_key"])
         filename = call["recording_key"].rsplit("/", 1)[-1]
