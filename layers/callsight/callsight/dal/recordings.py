@@ -8,10 +8,12 @@ from typing import IO, Any
 
 import boto3
 
+from callsight.dal.table import CLIENT_CONFIG
+
 
 @cache
 def _s3() -> Any:
-    return boto3.client("s3")
+    return boto3.client("s3", config=CLIENT_CONFIG)
 
 
 class ObjectStore:

@@ -16,12 +16,16 @@ from functools import cache
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
+
+#: the workers' threads share one client per service: room for all of them (botocore's default is 10)
+CLIENT_CONFIG = Config(max_pool_connections=32)
 
 
 @cache
 def dynamodb_resource() -> Any:
-    return boto3.resource("dynamodb")
+    return boto3.resource("dynamodb", config=CLIENT_CONFIG)
 
 
 def client_pk(client_id: str) -> str:
