@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -34,6 +35,17 @@ def _run(api: httpx.Client, start: str, status: str, body: dict[str, Any], polls
     days = {"start_date": body.get("start_date") or body["start_date_str"],
             "end_date": body.get("end_date") or body["end_date_str"]}
     return wait_finished(api, body["client_id"], days, status_path=status, timeout=240, on_poll=polls.append)
+
+
+def _ended_execution(platform: LocalPlatform, name: str) -> dict[str, Any]:
+    arn = platform.env["CALLSIGHT_TRANSCRIBE_STATE_MACHINE_ARN"].replace(":stateMachine:", ":execution:") + f":{name}"
+    sfn = platform.boto3_client("stepfunctions")
+    for _ in range(100):
+        execution: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        if execution["status"] != "RUNNING":
+            return execution
+        time.sleep(0.1)
+    raise AssertionError(f"execution {name} still running 10 s after its run finished")
 
 
 def test_sync_transcribe_analyze_end_to_end(api: httpx.Client, platform: LocalPlatform, new_client: Any,
@@ -75,10 +87,8 @@ def test_sync_transcribe_analyze_end_to_end(api: httpx.Client, platform: LocalPl
     # nothing is done twice: a rerun plans nothing; force redoes everything
     again = _run(api, TRANSCRIBE, TRANSCRIBE_STATUS, {"client_id": client_id, **month}, polls)
     assert again["overall_status"] == "completed"
-    executions = platform.boto3_client("stepfunctions").describe_execution(
-        executionArn=platform.env["CALLSIGHT_TRANSCRIBE_STATE_MACHINE_ARN"].replace(":stateMachine:", ":execution:")
-        + f":{again['execution_name']}")
-    assert json.loads(executions["output"])["status_breakdown"]["success"] == len(recorded)
+    execution = _ended_execution(platform, again["execution_name"])  # its last task wrote the status first
+    assert json.loads(execution["output"])["status_breakdown"]["success"] == len(recorded)
     requests_before = platform.openai.stats()["transcriptions"]
     assert requests_before >= len(recorded)
     _run(api, TRANSCRIBE, TRANSCRIBE_STATUS, {"client_id": client_id, **month}, polls)
