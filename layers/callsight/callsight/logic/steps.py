@@ -30,6 +30,11 @@ logger = Logger(child=True)
 
 PENDING, PROCESSING, SUCCESS, FAILED = (s.value for s in CallStatus)
 
+#: Map items (chunks) per run at most. The state carries the chunks' S3 keys (~60 bytes each) and an
+#: inline Map logs ~5 history events per item: 2,000 keep a run under ~120 KB of the 256 KiB payload
+#: limit and ~10,000 of the 25,000 events, whatever the range holds (10,000 calls make 834 chunks of 12).
+MAX_CHUNKS = 2000
+
 #: a step's work on one call (its key, and its item as read when the chunk began): the attributes to store
 Work = Callable[[CallKey, dict[str, Any]], dict[str, Any]]
 
@@ -51,8 +56,10 @@ ELIGIBLE: dict[str, Callable[[dict[str, Any]], bool]] = {
 
 
 def plan_calls(calls: CallRepository, store: ObjectStore, *, process: str, days: DateRange, run_id: str,
-               force: bool, eligible: Callable[[dict[str, Any]], bool], chunk_size: int) -> dict[str, Any]:
-    """Put the range's calls that need ``process`` in ``pending``; write them to S3 in chunks."""
+               force: bool, eligible: Callable[[dict[str, Any]], bool], chunk_size: int,
+               max_chunks: int = MAX_CHUNKS) -> dict[str, Any]:
+    """Put the range's calls that need ``process`` in ``pending``; write them to S3 in chunks of
+    ``chunk_size`` calls, or larger ones when that would make more than ``max_chunks``."""
     attr = status_attr(process)
     wanted = [item for item in calls.in_range(days) if eligible(item)]
     movable = [item for item in wanted if item.get(attr) in (None, FAILED, PROCESSING)
@@ -63,10 +70,11 @@ def plan_calls(calls: CallRepository, store: ObjectStore, *, process: str, days:
     # a call that changed meanwhile (not moved) is left to a later run
     pending = [{"sk": item["sk"]} for item in wanted
                if item.get(attr) == PENDING or CallKey.from_sk(item["sk"]) in moved_keys]
+    size = max(chunk_size, -(-len(pending) // max_chunks))  # a huge range gets larger chunks, never more of them
     chunks = []
-    for i in range(0, len(pending), chunk_size):
-        key = plan_key(calls.client_id, run_id, f"{process}-{i // chunk_size:05d}")
-        store.put_json(key, pending[i:i + chunk_size])
+    for i in range(0, len(pending), size):
+        key = plan_key(calls.client_id, run_id, f"{process}-{i // size:05d}")
+        store.put_json(key, pending[i:i + size])
         chunks.append(key)
     planned = {"planned": len(pending), "new": moved["None"], "retried_failed": moved[FAILED],
                "recovered_processing": moved[PROCESSING], "forced": moved[SUCCESS], "chunks": len(chunks)}

@@ -1,0 +1,59 @@
+"""Planning a per-call step: which calls go to pending, counted once, and how they are chunked."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from callsight.dal.calls import CallKey, CallRepository, CounterRepository
+from callsight.dal.recordings import ObjectStore
+from callsight.dal.table import Table
+from callsight.dates import DateRange
+from callsight.logic.steps import needs_transcript, plan_calls
+
+NOV = DateRange(date(2026, 11, 1), date(2026, 11, 30))
+
+
+def _synced(calls: CallRepository, count: int) -> list[CallKey]:
+    calls.insert_many("sync", [{"call_id": f"leads-{i}", "day": f"2026-11-{1 + i % 28:02d}", "sync_status": "success",
+                                "recording_key": f"recordings/c/{i}.wav"} for i in range(count)])
+    return sorted((CallKey(f"2026-11-{1 + i % 28:02d}", f"leads-{i}") for i in range(count)), key=lambda k: k.sk)
+
+
+def _plan(calls: CallRepository, bucket: str, run_id: str, *, force: bool = False, chunk_size: int = 12,
+          max_chunks: int = 2000) -> dict[str, Any]:
+    return plan_calls(calls, ObjectStore(bucket), process="transcribe", days=NOV, run_id=run_id, force=force,
+                      eligible=needs_transcript, chunk_size=chunk_size, max_chunks=max_chunks)
+
+
+def test_new_calls_are_counted_once_and_a_huge_range_gets_larger_chunks_not_more(table: Table, bucket: str) -> None:
+    calls = CallRepository(table, "p1")
+    keys = _synced(calls, 230)
+    plan = _plan(calls, bucket, "r1", chunk_size=2, max_chunks=10)
+    chunks = [ObjectStore(bucket).get_json(key) for key in plan["chunks"]]
+    assert len(chunks) == 10 and {len(c) for c in chunks[:-1]} == {23}
+    assert sorted(entry["sk"] for chunk in chunks for entry in chunk) == [k.sk for k in keys]
+    assert plan["planned"] == {"planned": 230, "new": 230, "retried_failed": 0, "recovered_processing": 0,
+                               "forced": 0, "chunks": 10}
+    counts = CounterRepository(table).summed("p1", "transcribe", NOV)
+    assert (counts["total"], counts["pending"]) == (230, 230)
+    # planned again: the pending calls are planned again, nothing is counted twice
+    assert _plan(calls, bucket, "r2")["planned"]["new"] == 0
+    assert CounterRepository(table).summed("p1", "transcribe", NOV) == counts
+
+
+def test_only_failed_and_interrupted_calls_are_redone_unless_forced(table: Table, bucket: str) -> None:
+    calls = CallRepository(table, "p2")
+    keys = _synced(calls, 6)
+    _plan(calls, bucket, "r1")
+    for key, to in zip(keys, ("success", "success", "failed", "processing", "success", "failed"), strict=True):
+        assert calls.transition(key, "transcribe", "pending", "processing")
+        if to != "processing":
+            assert calls.transition(key, "transcribe", "processing", to)
+    plan = _plan(calls, bucket, "r2")
+    assert plan["planned"] == {"planned": 3, "new": 0, "retried_failed": 2, "recovered_processing": 1,
+                               "forced": 0, "chunks": 1}
+    forced = _plan(calls, bucket, "r3", force=True)["planned"]
+    assert forced["planned"] == 6 and forced["forced"] == 3
+    counts = CounterRepository(table).summed("p2", "transcribe", NOV)
+    assert (counts["total"], counts["pending"], counts["success"], counts["failed"]) == (6, 6, 0, 0)
