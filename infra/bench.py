@@ -191,8 +191,6 @@ def print_status(args: argparse.Namespace) -> None:
           "the reads are the same at both sizes")
     print(f"  for scale: GET / of the API emulation (no Lambda) {r['floor'] * 1000:.1f} ms; the {small:,}-call clinic "
           f"alone in the table, before the other was seeded: {r['alone'][0] * 1000:.1f} ms")
-    print("  (moto's Query sorts the whole table, so locally each Query costs in proportion to every item of the "
-          "table, not only the clinic's: both clinics pay it alike)")
     print("  reads: botocore hooks on the status handler's DynamoDB client, in a separate pass: requests, items and "
           "their DynamoDB size\n  from the answers, RCU by 4 KB units per request (eventually consistent: half); "
           "items: the clinic's profile, the run, one counter per day with calls")
@@ -258,9 +256,10 @@ def print_overhead(args: argparse.Namespace) -> None:
     loaded = mean(per_call[args.latency_ms]) * 1000
     print(f"  platform overhead beyond the stub's latency: {zero:.0f} ms of wall time per call at 0 ms, "
           f"{loaded:.0f} ms at {args.latency_ms} ms: the stub's latency hides behind the platform's own CPU work")
-    print("  per call: 1 GetItem + 2 DynamoDB transactions (claim, finish), S3 get (recording) and put (transcript), "
-          "the OpenAI client's upload and the stub's parsing; per chunk: moto's Step Functions interpreter, Lambda "
-          "dispatch, the worker's set-up. One Python process (one GIL) does all of it, each AWS call over HTTP to moto")
+    print("  per call: 2 DynamoDB transactions (claim, finish), S3 get (recording) and put (transcript), "
+          "the OpenAI client's upload and the stub's parsing; per chunk: one BatchGetItem of its calls, moto's Step "
+          "Functions interpreter, Lambda dispatch, the worker's set-up. One Python process (one GIL) does all of it, "
+          "each AWS call over HTTP to moto")
 
 
 # ---------------------------------------------------------------------------------------------- e2e
