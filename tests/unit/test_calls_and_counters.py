@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
 
 from callsight.dal.calls import CallKey, CallRepository, CounterRepository
 from callsight.dal.table import Table
@@ -91,3 +95,40 @@ def test_transition_many_moves_calls_by_day_and_counts_each_once(table: Table) -
     transcribe = CounterRepository(table).summed("c5", "transcribe", NOV)
     assert (transcribe["total"], transcribe["pending"]) == (200, 200)
     _invariant(transcribe)
+
+
+class _Conflicting:
+    """A DynamoDB client whose first transactions are cancelled as DynamoDB cancels them for ``reason``."""
+
+    def __init__(self, real: Any, reason: str, times: int) -> None:
+        self.real, self.reason, self.left, self.calls = real, reason, times, 0
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                               "CancellationReasons": [{"Code": self.reason}, {"Code": "None"}]},
+                              "TransactWriteItems")
+        return self.real.transact_write_items(**kwargs)
+
+
+def test_a_transaction_conflict_is_tried_again_not_taken_for_a_false_condition(table: Table) -> None:
+    calls = CallRepository(table, "c6")
+    calls.insert_many("sync", [_call(1, "2026-11-05")])
+    key = CallKey("2026-11-05", "leads-1")
+    table.client = _Conflicting(table.client, "TransactionConflict", times=2)
+    assert calls.transition(key, "sync", "pending", "processing")  # moved on the third attempt, counted once
+    assert table.client.calls == 3
+    counts = CounterRepository(table).summed("c6", "sync", NOV)
+    assert (counts["pending"], counts["processing"]) == (0, 1)
+    _invariant(counts)
+
+
+def test_a_cancellation_that_retrying_cannot_mend_is_raised_not_swallowed(table: Table) -> None:
+    calls = CallRepository(table, "c7")
+    calls.insert_many("sync", [_call(1, "2026-11-05")])
+    table.client = _Conflicting(table.client, "ValidationError", times=1)
+    with pytest.raises(ClientError):
+        calls.transition(CallKey("2026-11-05", "leads-1"), "sync", "pending", "processing")
+    assert CounterRepository(table).summed("c7", "sync", NOV)["pending"] == 1

@@ -10,6 +10,10 @@ Item kinds (pk / sk):
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from functools import cache
@@ -18,6 +22,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+#: why DynamoDB cancels a transaction when trying again can succeed: another transaction held one of
+#: its items (every status change also updates its day's counter item), or a throughput limit
+_TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
+                                      "RequestLimitExceeded"})
+#: attempts of a transaction cancelled for a transient reason (backoff 25 ms doubling, jittered, capped at 1 s)
+TRANSACT_ATTEMPTS = 8
 
 #: the workers' threads share one client per service: room for all of them (botocore's default is 10)
 CLIENT_CONFIG = Config(max_pool_connections=32)
@@ -63,6 +74,17 @@ def plain(value: Any) -> Any:
     return value
 
 
+@contextmanager
+def _condition_failed() -> Iterator[None]:
+    """DynamoDB's ConditionalCheckFailedException as ConditionFailed."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise ConditionFailed(str(exc)) from exc
+        raise
+
+
 class Table:
     """A thin wrapper of one table: typed-value calls through the resource's client."""
 
@@ -99,12 +121,8 @@ class Table:
             kwargs["ExpressionAttributeValues"] = values
         if names:
             kwargs["ExpressionAttributeNames"] = names
-        try:
+        with _condition_failed():
             self.table.put_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
 
     def delete(self, pk: str, sk: str, *, condition: str | None = None, values: dict[str, Any] | None = None) -> None:
         kwargs: dict[str, Any] = {"Key": {"pk": pk, "sk": sk}}
@@ -112,12 +130,8 @@ class Table:
             kwargs["ConditionExpression"] = condition
         if values:
             kwargs["ExpressionAttributeValues"] = values
-        try:
+        with _condition_failed():
             self.table.delete_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
 
     def update(self, pk: str, sk: str, expression: str, *, values: dict[str, Any] | None = None,
                names: dict[str, str] | None = None, condition: str | None = None) -> None:
@@ -128,22 +142,29 @@ class Table:
             kwargs["ExpressionAttributeNames"] = names
         if condition:
             kwargs["ConditionExpression"] = condition
-        try:
+        with _condition_failed():
             self.table.update_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
 
     def transact(self, actions: list[dict[str, Any]]) -> None:
-        """One TransactWriteItems; actions are ``{"Put"|"Update"|...: {...}}`` without TableName."""
+        """One TransactWriteItems; actions are ``{"Put"|"Update"|...: {...}}`` without TableName.
+
+        ConditionFailed when a condition was false; a transaction cancelled by a conflict with another
+        one (or throttled) is tried again, and any other cancellation is raised as it came.
+        """
         items = [{kind: {"TableName": self.name, **body}} for a in actions for kind, body in a.items()]
-        try:
-            self.client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
+        for attempt in range(TRANSACT_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = {r.get("Code") for r in exc.response.get("CancellationReasons") or []}
+                if "ConditionalCheckFailed" in reasons:
+                    raise ConditionFailed(str(exc)) from exc
+                if not reasons & _TRANSIENT_CANCELLATIONS or attempt == TRANSACT_ATTEMPTS - 1:
+                    raise  # never taken for "the condition is false": the caller would skip the call silently
+            time.sleep(random.uniform(0, min(1.0, 0.025 * 2 ** attempt)))
 
     def batch_get(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Items for the keys that exist (any order), 100 keys a request, unprocessed keys retried."""
