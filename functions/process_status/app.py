@@ -1,6 +1,6 @@
 """GET /api/...-status: a process's progress for a clinic and a range (polled every 5 s).
 
-Kept light for a cold start: boto3 and pydantic only, one GetItem and one Query per request.
+Kept light for a cold start: boto3 and pydantic only; per request two GetItem (clinic, run) and one Query.
 """
 
 from __future__ import annotations

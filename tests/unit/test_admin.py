@@ -70,3 +70,20 @@ def test_bad_registrations_are_refused_with_a_reason(admin_env: Table, tmp_path:
         base[flag] = value
     code = main(["register-client", *[x for pair in base.items() for x in pair]])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_malformed_credentials_are_reported_without_quoting_the_secrets(admin_env: Table, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from callsight.errors import AmoCrmAuthError
+
+    oauth = tmp_path / "oauth.json"
+    oauth.write_text(json.dumps({"refresh_token": "very-secret-refresh", "oauth_client_secret": "s"}))
+    assert main(["register-client", "--client-id", "leaky", "--subdomain", "leaky", "--oauth-file", str(oauth)]) == 2
+    err = capsys.readouterr().err
+    assert "access_token" in err and "very-secret-refresh" not in err
+    # a secret broken in Secrets Manager: the run's error (shown by the status endpoint) names the problem only
+    broken = json.dumps({"refresh_token": "very-secret-refresh"})
+    boto3.client("secretsmanager").create_secret(Name=f"{PREFIX}leaky", SecretString=broken)
+    with pytest.raises(AmoCrmAuthError) as failure:
+        AmoCrmCredentialStore(PREFIX).load("leaky")
+    assert "access_token" in str(failure.value) and "very-secret-refresh" not in str(failure.value)

@@ -21,6 +21,7 @@ from pydantic import SecretStr, ValidationError
 from callsight.config import AdminConfig
 from callsight.dal.clients import AmoCrmCredentials, AmoCrmCredentialStore, ClientProfile, ClientRepository
 from callsight.dal.table import Table
+from callsight.errors import validation_problems
 
 
 def register_client(profile: ClientProfile, credentials: AmoCrmCredentials, *, table_name: str,
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             amocrm_base_url=args.base_url, timezone=args.timezone, auth_mode=mode,
             analysis=json.loads(_read(args.analysis_file)) if args.analysis_file else {},
         )
-    except (ValidationError, OSError, json.JSONDecodeError) as exc:
+    except ValidationError as exc:  # without the input: an OAuth file holds secrets
+        print(f"callsight-admin: {validation_problems(exc)}", file=sys.stderr)
+        return 2
+    except (OSError, json.JSONDecodeError) as exc:
         print(f"callsight-admin: {exc}", file=sys.stderr)
         return 2
     register_client(profile, credentials, table_name=config.table_name, secret_prefix=config.amocrm_secret_prefix)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class CallsightError(Exception):
     """Base of the errors Callsight raises on purpose."""
@@ -41,3 +43,8 @@ class CallFailed(CallsightError):
 
 class RecordingDownloadError(CallFailed):
     """One recording could not be downloaded."""
+
+
+def validation_problems(exc: ValidationError, *, whole: str = "input") -> str:
+    """What failed validation, field by field, never quoting the input (it may hold secrets)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in exc.errors(include_input=False))

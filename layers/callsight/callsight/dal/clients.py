@@ -8,11 +8,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import boto3
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from callsight.dal.table import Table, client_pk
 from callsight.dates import utc_now_iso
-from callsight.errors import ClientNotFound
+from callsight.errors import AmoCrmAuthError, ClientNotFound, validation_problems
 from callsight.models import CLIENT_ID_PATTERN
 
 
@@ -107,7 +107,11 @@ class AmoCrmCredentialStore:
             answer = _secrets_client().get_secret_value(SecretId=self.secret_name(client_id))
         except _secrets_client().exceptions.ResourceNotFoundException:
             raise ClientNotFound(client_id) from None
-        return AmoCrmCredentials.model_validate_json(answer["SecretString"])
+        try:
+            return AmoCrmCredentials.model_validate_json(answer["SecretString"])
+        except ValidationError as exc:  # pydantic's message quotes the input: the tokens must not reach the run's error
+            raise AmoCrmAuthError(f"the stored amoCRM credentials of {client_id} are malformed "
+                                  f"({validation_problems(exc, whole='secret')}): register the clinic again") from None
 
     def save(self, client_id: str, credentials: AmoCrmCredentials) -> None:
         name = self.secret_name(client_id)
