@@ -4,7 +4,9 @@ Routes come from the template's ``Type: Api`` events. A request becomes the prox
 Gateway builds, the function runs in-process, and its ``statusCode``/``headers``/
 ``multiValueHeaders``/``body`` become the HTTP answer. Unknown path: 404; known path, other
 method: 405; body over 10 MB: 413; handler exception or malformed answer: 502 (tracebacks go to
-the log only). OPTIONS on a known path answers a permissive CORS preflight; ``GET /`` lists routes.
+the log only). OPTIONS on a known path answers the API's CORS preflight (its ``Cors`` in the
+template); other answers carry CORS headers only if the function sets them, as on AWS. ``GET /``
+lists routes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,12 +33,6 @@ from infra.template import ACCOUNT_ID, ApiRoute
 log = logging.getLogger("infra.apigw")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET,POST,PUT,PATCH,DELETE,OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type,Authorization,X-Api-Key,X-Amz-Date,X-Amz-Security-Token",
-    "Access-Control-Max-Age": "600",
-}
 
 #: invoke(function_logical_id, event, request_id) -> the handler's return value (exceptions propagate)
 Invoke = Callable[[str, dict[str, Any], str], Any]
@@ -72,8 +68,10 @@ class ApiGateway:
 
     def __init__(self, routes: Sequence[ApiRoute], invoke: Invoke, *, host: str = "127.0.0.1", port: int = 8000,
                  stage: str = "local", api_id: str = "local", account_id: str = ACCOUNT_ID,
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES, cors: Mapping[str, str] | None = None) -> None:
         self.routes = [_compile(route) for route in routes]
+        #: the API's CORS preflight answer (template: the Api's Cors); None answers OPTIONS like any method
+        self.cors = dict(cors) if cors is not None else None
         self.invoke = invoke
         self.host = host
         self.requested_port = port
@@ -243,8 +241,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if "content-type" not in sent:
             self.send_header("Content-Type", "application/json")
-        if "access-control-allow-origin" not in sent:
-            self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("x-amzn-RequestId", getattr(self, "_request_id", ""))
         self.send_header("Content-Length", str(len(body)))
         if close:
@@ -318,13 +314,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if chosen is None and method == "HEAD":
             chosen = next(((r, p) for r, p in matches if r.method == "GET"), None)
         if chosen is None:
-            if method == "OPTIONS":
-                cors = dict(CORS_HEADERS)
-                cors["Access-Control-Allow-Methods"] = ",".join([*allowed, "OPTIONS"])
-                requested = self.headers.get("Access-Control-Request-Headers")
-                if requested:
-                    cors["Access-Control-Allow-Headers"] = requested
-                self._send(204, b"", list(cors.items()))
+            if method == "OPTIONS" and self.api.cors is not None:
+                self._send(204, b"", list(self.api.cors.items()))
             else:
                 self._send(405, _json_body({"message": "Method Not Allowed"}),
                            [("Allow", ", ".join([*allowed, "OPTIONS"]))])

@@ -183,7 +183,7 @@ class LocalPlatform:
         self.events = ExecutionEventWatcher(self.template.event_rules, self._deliver_event,
                                             region=self.template.region, account_id=self.template.account_id)
         self.events.start()
-        self.api = ApiGateway(self.template.api_routes, self._invoke_api, port=self.port,
+        self.api = ApiGateway(self.template.api_routes, self._invoke_api, port=self.port, cors=self.template.api_cors,
                               stage=self.template.api_stage, api_id=self.template.ref("CallsightApi")
                               if "CallsightApi" in self.template.resources else "local")
         self.api.start()

@@ -457,6 +457,21 @@ class Template:
         return self.parameters.get("Stage", "local")
 
     @property
+    def api_cors(self) -> dict[str, str] | None:
+        """The preflight answer headers of the API's ``Cors`` property (SAM's quoted values unquoted)."""
+        for lid in self.logical_ids(SERVERLESS_API):
+            cors = self.resolve(self.properties(lid).get("Cors"))
+            if cors is None:
+                continue
+            if not isinstance(cors, dict):
+                cors = {"AllowOrigin": cors}
+            headers = {"AllowOrigin": "Access-Control-Allow-Origin", "AllowMethods": "Access-Control-Allow-Methods",
+                       "AllowHeaders": "Access-Control-Allow-Headers", "MaxAge": "Access-Control-Max-Age",
+                       "AllowCredentials": "Access-Control-Allow-Credentials"}
+            return {headers[key]: str(value).strip("'") for key, value in cors.items() if key in headers}
+        return None
+
+    @property
     def tables(self) -> dict[str, TableSpec]:
         tables: dict[str, TableSpec] = {}
         for lid in self.logical_ids(DYNAMODB_TABLE):

@@ -8,22 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callsight.config import ProcessStatusConfig
 from callsight.dal.clients import ClientRepository
 from callsight.dal.table import Table
-from callsight.http import install_error_handlers
+from callsight.http import rest_api
 from callsight.logic.runs import build_status
 from callsight.models import RangeRequest, StatusResponse
 from callsight.processes import Process
 
 CONFIG = ProcessStatusConfig()
 logger = Logger()
-app = APIGatewayRestResolver(enable_validation=True)
-install_error_handlers(app)
+app = rest_api(CONFIG.allowed_origin)
 table = Table(CONFIG.table_name)
 clients = ClientRepository(table)
 

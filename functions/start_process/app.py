@@ -8,14 +8,14 @@ from urllib.parse import urlencode
 
 import boto3
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callsight.config import StartProcessConfig
 from callsight.dal.table import Table
-from callsight.http import as_json_request, error, install_error_handlers, too_large
+from callsight.http import as_json_request, error, rest_api, too_large
 from callsight.logic.runs import RunStarter, console_url
 from callsight.models import StartRequest, StartResponse
 from callsight.processes import Process
@@ -23,8 +23,7 @@ from callsight.processes import Process
 CONFIG = StartProcessConfig()
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver(enable_validation=True)
-install_error_handlers(app)
+app = rest_api(CONFIG.allowed_origin)
 sfn = boto3.client("stepfunctions")
 starter = RunStarter(Table(CONFIG.table_name), sfn, lock_grace_seconds=CONFIG.lock_grace_seconds)
 

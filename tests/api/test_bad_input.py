@@ -70,3 +70,19 @@ def test_a_json_body_sent_without_a_json_content_type_is_read(api: httpx.Client)
     answer = api.post(SYNC, content=b'{"client_id": "no-such-clinic", "start_date": "2026-11-01", '
                       b'"end_date": "2026-11-02"}', headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert answer.status_code == 404 and answer.json()["error"] == "client_not_found"
+
+
+def test_the_frontend_may_read_every_answer_cross_origin(api: httpx.Client) -> None:
+    """The template's Cors answers the preflight; each answer (errors too) carries the handler's own header."""
+    origin = {"Origin": "https://frontend.example"}
+    preflight = api.options(SYNC, headers={**origin, "Access-Control-Request-Method": "POST",
+                                           "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert preflight.headers["Access-Control-Allow-Headers"].lower() == "content-type"
+    for answer in (api.get(SYNC_STATUS, params=GOOD, headers=origin),  # 200
+                   api.post(SYNC, json={**GOOD, "end_date": "2026-10-01"}, headers=origin),  # 400
+                   api.get(SYNC_STATUS, params={**GOOD, "client_id": "no-such-clinic"}, headers=origin)):  # 404
+        assert answer.status_code in (200, 400, 404)
+        assert answer.headers.get("Access-Control-Allow-Origin") == "*", (answer.status_code, answer.headers)

@@ -42,6 +42,10 @@ ROUTES = [
 ]
 
 
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET,POST,OPTIONS",
+        "Access-Control-Allow-Headers": "content-type"}
+
+
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
@@ -49,7 +53,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def api(recorder: Recorder) -> Iterator[ApiGateway]:
-    gateway = ApiGateway(ROUTES, recorder, port=0, stage="test")
+    gateway = ApiGateway(ROUTES, recorder, port=0, stage="test", cors=CORS)
     gateway.start()
     yield gateway
     gateway.stop()
@@ -108,7 +112,8 @@ def test_binary_body_is_base64(http: httpx.Client, recorder: Recorder) -> None:
 
 
 def test_proxy_answer_headers_multivalue_and_base64(http: httpx.Client, recorder: Recorder) -> None:
-    recorder.answer = {"statusCode": 201, "headers": {"X-One": "1", "Content-Type": "application/octet-stream"},
+    recorder.answer = {"statusCode": 201, "headers": {"X-One": "1", "Content-Type": "application/octet-stream",
+                                                      "Access-Control-Allow-Origin": "*"},
                        "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]},
                        "body": base64.b64encode(b"\x00\x01").decode(), "isBase64Encoded": True}
     answer = http.post("/api/things")

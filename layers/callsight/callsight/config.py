@@ -16,7 +16,12 @@ class _Config(BaseSettings):
     table_name: str = Field(min_length=1)
 
 
-class StartProcessConfig(_Config):
+class _ApiConfig(_Config):
+    #: the frontend's origin, answered in Access-Control-Allow-Origin (template parameter AllowedOrigin)
+    allowed_origin: str = Field(default="*", min_length=1)
+
+
+class StartProcessConfig(_ApiConfig):
     sync_state_machine_arn: str = Field(min_length=1)
     transcribe_state_machine_arn: str = Field(min_length=1)
     analyze_state_machine_arn: str = Field(min_length=1)
@@ -27,7 +32,7 @@ class StartProcessConfig(_Config):
     lock_grace_seconds: int = 60
 
 
-class ProcessStatusConfig(_Config):
+class ProcessStatusConfig(_ApiConfig):
     pass
 
 

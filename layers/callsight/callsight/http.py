@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -52,6 +52,14 @@ def _field_errors(raw: Any) -> list[dict[str, str]]:
             field = ".".join(loc)
         problems.append({"field": field, "problem": message})
     return problems
+
+
+def rest_api(allowed_origin: str) -> APIGatewayRestResolver:
+    """An API handler's resolver: validated requests, every answer with the frontend's CORS headers
+    (the browser reads nothing without them), and the error answers below."""
+    app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin=allowed_origin, max_age=600))
+    install_error_handlers(app)
+    return app
 
 
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
