@@ -211,27 +211,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def do_HEAD(self) -> None:
-        self._handle()
-
-    def do_OPTIONS(self) -> None:
-        self._handle()
-
     # ------------------------------------------------------------------ helpers
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None,
               *, close: bool = False) -> None:
@@ -335,6 +314,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(status, payload, headers)
         log.info("%s %s -> %s %d (%.0f ms)", method, self.path, route.function, status,
                  (time.perf_counter() - started) * 1000)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
 class MalformedProxyResponse(ValueError):

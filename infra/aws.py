@@ -121,7 +121,9 @@ _installs_lock = threading.Lock()
 
 
 def install_dynamodb_lock() -> None:
-    """Serialise moto's DynamoDB actions, and roll failed transactions back item by item.
+    """Serialise moto's DynamoDB actions and roll failed transactions back item by item; also the
+    speed patches of the module docstring (partition-only Query, direct JSON answers, parsed update
+    expressions kept, clause counts checked once).
 
     Works for the moto server and for ``mock_aws`` alike (both dispatch through ``DynamoHandler``).
     Item-level rollback is only correct because every action runs under DYNAMODB_LOCK. Calls are
@@ -452,7 +454,9 @@ class LocalAws:
         """Abort running executions, stop the server, free its port, forget every resource (idempotent)."""
         if self._server is None:
             return
-        self.abort_running_executions("the local platform stopped")
+        stopped = self.abort_running_executions("the local platform stopped")  # before their functions go away
+        if stopped:
+            log.info("aborted %d running execution(s)", stopped)
         server, self._server = self._server, None
         server.stop()
         reset_moto_backends()

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from callsight.admin import register_client
 from callsight.dal.calls import CallKey, CallRepository
 from callsight.dal.clients import AmoCrmCredentials, ClientProfile
-from callsight.dal.recordings import recording_key
+from callsight.dal.recordings import recording_key, transcript_key
 from callsight.dal.runs import RunRepository
 from callsight.dal.table import Table
 from callsight.dates import DateRange
@@ -143,7 +143,7 @@ def seed_transcription_snapshot(platform: LocalPlatform, client_id: str, calls: 
     for call in items:
         call["transcribe_status"] = rng.choices(list(weights), list(weights.values()))[0]
         if call["transcribe_status"] == "success":
-            call["transcript_key"] = f"transcripts/{client_id}/{call['day']}/{call['call_id']}.json"
+            call["transcript_key"] = transcript_key(client_id, call["day"], call["call_id"])
         elif call["transcribe_status"] == "failed":
             call["transcribe_error"] = "transcription failed: HTTP 500 stub fault"
         if call["transcribe_status"] != "pending":

@@ -159,7 +159,6 @@ class ExecutionEventWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self.delivered: list[tuple[str, dict[str, Any]]] = []
 
     def start(self) -> None:
         if self._thread is not None:
@@ -231,7 +230,6 @@ class ExecutionEventWatcher:
 
     def _submit(self, rule: EventRule, event: dict[str, Any]) -> None:
         log.info("EventBridge rule %s.%s matched: invoking %s", rule.function, rule.event_name, rule.function)
-        self.delivered.append((rule.function, event))
         if self._pool is None:
             self._deliver(rule, event)
         else:

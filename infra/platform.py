@@ -195,7 +195,7 @@ class LocalPlatform:
         if not self._started:
             return
         errors: list[BaseException] = []
-        for step in (self._stop_api, self._stop_events, self._abort_executions, self.aws.stop, self._stop_dispatcher,
+        for step in (self._stop_api, self._stop_events, self.aws.stop, self._stop_dispatcher,
                      self._restore_environment, self._stop_amocrm, self._stop_openai, self._stop_postgres):
             try:
                 step()
@@ -218,13 +218,6 @@ class LocalPlatform:
         if self.events is not None:
             self.events.stop()
             self.events = None
-
-    def _abort_executions(self) -> None:
-        """Running executions stop before moto and their functions go away."""
-        if self.aws.running:
-            stopped = self.aws.abort_running_executions("the local platform stopped")
-            if stopped:
-                log.info("aborted %d running execution(s)", stopped)
 
     def _stop_dispatcher(self) -> None:
         if self.dispatcher is not None:

@@ -8,7 +8,6 @@ from callsight.dal.table import ConditionFailed, Table, client_pk, run_pk
 from callsight.dates import DateRange, utc_now_iso
 
 RUNNING = "RUNNING"
-TERMINAL = ("SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT")
 
 
 class RunRepository:

@@ -23,6 +23,7 @@ from callsight.dates import DateRange, local_day, local_iso, utc_now_iso
 from callsight.errors import AmoCrmError, RecordingDownloadError
 from callsight.logic.steps import ChunkWorker, plan_calls
 from callsight.processes import CallStatus, Process, SkipReason
+from callsight.transcription.audio import UPLOAD_FORMATS
 
 logger = Logger(child=True)
 
@@ -192,4 +193,4 @@ class RecordingDownloader:
 def _extension(url: str) -> str:
     path = urlsplit(url).path
     suffix = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
-    return suffix if suffix in {"mp3", "wav", "ogg", "m4a", "mp4", "webm", "flac", "mpga", "mpeg"} else "mp3"
+    return suffix if suffix in UPLOAD_FORMATS else "mp3"
