@@ -282,6 +282,35 @@ def _unpatch_dynamodb() -> None:
         UpdateExpressionParser.make = classmethod(original)  # type: ignore[method-assign, assignment]
 
 
+def make_stops_final() -> None:
+    """A stopped execution ends ABORTED, as on AWS. moto's interpreter reads the program's last state
+    when its worker ends: a task that was in flight when StopExecution came can fail afterwards and
+    turn the run FAILED (its Catch even runs). Idempotent."""
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
+
+    if getattr(Execution.stop, "_callsight_original", None) is not None:
+        return
+    original_stop: Callable[..., Any] = Execution.stop
+    original_reflect: Callable[[Any], None] = BaseExecutionWorkerCommunication._reflect_execution_status
+
+    @functools.wraps(original_stop)
+    def stop(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.exec_status == ExecutionStatus.RUNNING:
+            self._callsight_stopped = True
+        return original_stop(self, *args, **kwargs)
+
+    @functools.wraps(original_reflect)
+    def reflect(self: Any) -> None:
+        original_reflect(self)
+        if getattr(self.execution, "_callsight_stopped", False):
+            self.execution.exec_status = ExecutionStatus.ABORTED
+
+    stop._callsight_original = original_stop  # type: ignore[attr-defined]
+    Execution.stop = stop  # type: ignore[method-assign]
+    BaseExecutionWorkerCommunication._reflect_execution_status = reflect  # type: ignore[method-assign]
+
+
 def reset_moto_backends() -> None:
     """Forget every resource moto holds in this process."""
     from moto.core.base_backend import BackendDict
@@ -416,6 +445,7 @@ class LocalAws:
         default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
         default_user_config.setdefault("lambda", {})["use_docker"] = False
         install_dynamodb_lock()
+        make_stops_final()
         reset_moto_backends()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log line per AWS call
         # the ASL interpreter logs every failed state (even retried or caught ones) with a page-long repr;
