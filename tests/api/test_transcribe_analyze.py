@@ -120,13 +120,19 @@ def test_under_faults_every_call_ends_with_a_reason_and_a_rerun_retries_the_fail
             else:
                 assert call.get(f"{step}_status") in (None, "success")
 
-    # the operator's retry: the same start again processes only what failed
+    # the operator's retry: the same start again processes only what failed (one request per call now)
     platform.openai.configure(fault_rate=0)
+    before = platform.openai.stats()
     retried = _run(api, TRANSCRIBE, TRANSCRIBE_STATUS, body, polls)
     assert retried["overall_status"] == "completed"
     assert retried["total_calls"] == first["total_calls"]
+    transcribed_again = platform.openai.stats()["transcriptions"] - before["transcriptions"]
+    assert transcribed_again == first["status_breakdown"]["failed"]
     reanalysed = _run(api, ANALYZE, ANALYZE_STATUS, body, polls)
     assert reanalysed["overall_status"] == "completed" and reanalysed["total_calls"] == first["total_calls"]
+    # the failed analyses, and the calls whose transcript only the retry made
+    analysed_again = platform.openai.stats()["completions"] - before["completions"]
+    assert analysed_again == analysed["status_breakdown"]["failed"] + first["status_breakdown"]["failed"]
 
 
 def test_a_service_that_keeps_failing_fails_each_call_with_its_reason(

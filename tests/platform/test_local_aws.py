@@ -665,7 +665,6 @@ class TestLocalPlatform:
         assert moto_port is not None and port_is_free(moto_port)
 
     def test_with_the_amocrm_stub(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        pytest.importorskip("infra.stubs.amocrm")
         from infra.platform import LocalPlatform
 
         for name in REAL_AMOCRM:

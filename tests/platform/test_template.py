@@ -256,20 +256,19 @@ def test_real_template_environment_union(real: Template) -> None:
     env = real.function_environment_union()
     table = next(iter(real.tables.values()))
     assert env["CALLSIGHT_TABLE_NAME"] == table.name
-    for name, value in env.items():
-        if name.endswith("_STATE_MACHINE_ARN"):
-            assert value in {sm.arn for sm in real.state_machines.values()}
-        if name == "CALLSIGHT_BUCKET":
-            assert value in {b.name for b in real.buckets.values()}
+    arns = {name: value for name, value in env.items() if name.endswith("_STATE_MACHINE_ARN")}
+    assert set(arns) == {"CALLSIGHT_SYNC_STATE_MACHINE_ARN", "CALLSIGHT_TRANSCRIBE_STATE_MACHINE_ARN",
+                         "CALLSIGHT_ANALYZE_STATE_MACHINE_ARN"}
+    for value in arns.values():
+        assert value in {sm.arn for sm in real.state_machines.values()}
+    assert env["CALLSIGHT_BUCKET"] in {b.name for b in real.buckets.values()}
 
 
 def test_real_template_stage_names_the_secrets() -> None:
     template = Template(parameter_overrides={"Stage": "qa"})
     assert template.secrets
     assert all("/qa/" in secret.name for secret in template.secrets.values())
-    prefix = template.function_environment_union().get("CALLSIGHT_AMOCRM_SECRET_PREFIX")
-    if prefix is not None:
-        assert "/qa/" in prefix
+    assert "/qa/" in template.function_environment_union()["CALLSIGHT_AMOCRM_SECRET_PREFIX"]
 
 
 def test_real_template_routes_and_rules(real: Template) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -68,6 +70,7 @@ def test_a_long_recording_is_split_and_the_parts_joined(table: Table, bucket: st
     transcript = ObjectStore(bucket).get_json(result["transcript_key"])
     assert transcript["parts"] >= 3 and stub.stats()["transcriptions"] - before == transcript["parts"]
     assert transcript["text"] and transcript["lines"]
+    assert len(transcript["lines"]) >= transcript["parts"]  # no part's words dropped by the join
 
 
 def test_transcript_lines_are_labelled_by_speaker(table: Table, bucket: str, stub: OpenAIStub) -> None:
@@ -123,6 +126,12 @@ def test_an_answer_failing_validation_is_asked_again_then_the_call_fails_with_wh
 
 def test_a_clinics_own_prompt_and_model_are_used(table: Table, bucket: str, stub: OpenAIStub) -> None:
     key = _transcribed(table, bucket, stub, _answered(1)[0])
-    stored = _analyzer(table, bucket, stub, {"model": "gpt-4o-mini", "rubric": "Оцени только вежливость."}
-                       ).analyze(key, _item(table, key))
+    sent: list[dict[str, Any]] = []
+    client = OpenAI(api_key="stub-openai-key", base_url=f"{stub.url}/v1", max_retries=0, timeout=10,
+                    http_client=httpx.Client(event_hooks={"request": [lambda r: sent.append(json.loads(r.read()))]}))
+    analyzer = Analyzer(store=ObjectStore(bucket), client=client, settings=AnalysisSettings(model="gpt-4.1-mini",
+                        attempts=3), clinic_settings={"model": "gpt-4o-mini", "rubric": "Оцени только вежливость."})
+    stored = analyzer.analyze(key, _item(table, key))
     assert stored["analysis_model"] == "gpt-4o-mini" and stub.stats()["models"].get("gpt-4o-mini")
+    prompts = " ".join(str(m["content"]) for m in sent[-1]["messages"])
+    assert "Оцени только вежливость." in prompts  # the clinic's rubric reached the model
