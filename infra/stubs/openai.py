@@ -3,8 +3,9 @@
 Serves ``POST /v1/audio/transcriptions`` (multipart uploads as the official ``openai`` client sends them;
 a demo WAV from :mod:`infra.stubs.audio` is "transcribed" to its scenario's dialogue),
 ``POST /v1/chat/completions`` (plain text, ``json_object`` and strict ``json_schema`` structured outputs;
-a call-analysis schema gets an analysis derived from the transcript in the messages, any other schema a
-minimal valid instance) and ``GET /v1/models``. Errors use OpenAI's JSON shape
+a call-analysis schema gets an analysis derived from the transcript in the messages, the recommendations
+report's schemas (themes, merged themes, manager actions) answers derived from the numbered items and
+figures in the prompt, any other schema a minimal valid instance) and ``GET /v1/models``. Errors use OpenAI's JSON shape
 ``{"error": {"message", "type", "param", "code"}}``. Knobs inject latency and faults (429 with
 ``retry-after``, 500, a request held past the client's timeout, content that is not the JSON asked for).
 
@@ -270,7 +271,8 @@ class OpenAIStub(StubServer):
         faults by kind; ``transcriptions`` / ``completions`` / ``analyses``: requests answered 200 (analyses:
         completions that returned a call analysis); ``models``: requests answered 200 by model;
         ``request_times``: monotonic arrival times of the requests answered 2xx; ``audio_seconds``: the
-        duration transcribed; ``prompt_tokens`` / ``completion_tokens``: the usage reported."""
+        duration transcribed; ``prompt_tokens`` / ``completion_tokens``: the usage reported (``largest_prompt_tokens``:
+        the largest one request's)."""
         with self._lock:
             return {
                 "requests": self._requests,
@@ -283,6 +285,7 @@ class OpenAIStub(StubServer):
                 "request_times": list(self._request_times),
                 "audio_seconds": self._audio_seconds,
                 "prompt_tokens": self._prompt_tokens,
+                "largest_prompt_tokens": self._largest_prompt_tokens,
                 "completion_tokens": self._completion_tokens,
             }
 
@@ -298,6 +301,7 @@ class OpenAIStub(StubServer):
             self._request_times: list[float] = []
             self._audio_seconds = 0.0
             self._prompt_tokens = 0
+            self._largest_prompt_tokens = 0
             self._completion_tokens = 0
 
     # -------------------------------------------------------------------------- request handling
@@ -647,7 +651,10 @@ class OpenAIStub(StubServer):
                     raise _bad_request(
                         f"Invalid schema for response_format '{name}': {problem}", "response_format", None
                     )
-            if is_call_analysis_schema(schema):
+            report_kind = report_schema_kind(schema)
+            if report_kind is not None:
+                value = conform_to_schema(answer_report_prompt(report_kind, _transcript_text(texts)), schema)
+            elif is_call_analysis_schema(schema):
                 analysis = True
                 value = conform_to_schema(analyze_transcript(_transcript_text(texts)), schema)
             else:
@@ -732,6 +739,7 @@ class OpenAIStub(StubServer):
         }
         with self._lock:
             self._prompt_tokens += prompt_tokens
+            self._largest_prompt_tokens = max(self._largest_prompt_tokens, prompt_tokens)
             self._completion_tokens += completion_tokens * len(choices)
             if analysis and not invalid_json:
                 self._analyses += 1
@@ -1028,10 +1036,7 @@ def merge_recommendations(lines: Sequence[str]) -> tuple[str, list[str]]:
         text = line.strip().strip("\"'«»").strip()
         if not text:
             continue
-        normalized = text.lower().replace("ё", "е")
-        theme = next((name for name, pattern in _THEMES if re.search(pattern, normalized)), None)
-        key = theme or re.sub(r"[^\w]+", " ", normalized).strip()
-        groups.setdefault(key, []).append(text)
+        groups.setdefault(recommendation_theme(text)[0], []).append(text)
     if not groups:
         return "Рекомендаций для объединения не найдено: все разобранные звонки проведены без замечаний.", []
     ordered = sorted(groups.items(), key=lambda item: -len(item[1]))  # stable: first seen first among equals
@@ -1055,10 +1060,166 @@ def merge_recommendations(lines: Sequence[str]) -> tuple[str, list[str]]:
     return "\n".join(report), merged
 
 
+def recommendation_theme(text: str) -> tuple[str, str]:
+    """A recommendation's group: the first ``_THEMES`` pattern it matches (key and title: the theme's
+    name), else its normalised text (title: the text itself). It depends on the text only."""
+    text = text.strip().strip("\"'«»").strip()
+    normalized = text.lower().replace("ё", "е")
+    theme = next((name for name, pattern in _THEMES if re.search(pattern, normalized)), None)
+    if theme is not None:
+        return theme, theme
+    return re.sub(r"[^\w]+", " ", normalized).strip(), text
+
+
 def _times(count: int) -> str:
     if count % 10 in (2, 3, 4) and count % 100 not in (12, 13, 14):
         return "раза"
     return "раз"
+
+
+# --------------------------------------------------------------------------- report prompts
+#
+# The recommendations report (``callsight.report.themes``) asks three things, told apart by the schema:
+# "themes": numbered recommendations -> themes with their item numbers (MAP); "merge": numbered themes
+# (``N. {"title", "advice", "calls"}``) -> merged themes with member numbers (REDUCE); "actions": the
+# figures as a JSON line -> a summary and prioritised actions. Every answer follows from the prompt's
+# content only, and a recommendation's theme from its own text, so a range themed in one chunk or in
+# many gives the same themes.
+
+_NUMBERED: Final = re.compile(r"^\s*(?P<number>\d{1,7})[.)]\s+(?P<text>\S.*?)\s*$")
+
+
+def _object_properties(node: Any, root: Mapping[str, Any]) -> dict[str, Any]:
+    resolved = _resolve(node, root)
+    properties = resolved.get("properties") if isinstance(resolved, dict) else None
+    return properties if isinstance(properties, dict) else {}
+
+
+def report_schema_kind(schema: Mapping[str, Any]) -> str | None:
+    """``"themes"``, ``"merge"`` or ``"actions"`` when the schema is one of the report's answers (by its
+    properties: ``themes`` items with ``items`` / ``members``; ``summary`` + ``actions`` items with
+    ``priority``), else ``None``."""
+    properties = _object_properties(schema, schema)
+    if set(properties) == {"themes"}:
+        items = _resolve(properties["themes"], schema)
+        fields = set(_object_properties(items.get("items", {}), schema)) if isinstance(items, dict) else set()
+        if {"title", "advice", "items"} <= fields:
+            return "themes"
+        if {"title", "advice", "members"} <= fields:
+            return "merge"
+    if {"summary", "actions"} <= set(properties):
+        actions = _resolve(properties["actions"], schema)
+        fields = set(_object_properties(actions.get("items", {}), schema)) if isinstance(actions, dict) else set()
+        if {"priority", "action", "reason"} <= fields:
+            return "actions"
+    return None
+
+
+def _numbered(message: str) -> list[tuple[int, str]]:
+    return [(int(m.group("number")), m.group("text")) for line in message.splitlines() if (m := _NUMBERED.match(line))]
+
+
+def theme_recommendations(message: str) -> dict[str, Any]:
+    """MAP: the numbered recommendations (``N. text`` lines) grouped by :func:`recommendation_theme`, in
+    the order their groups first appear; a theme's advice is its first text."""
+    groups: dict[str, dict[str, Any]] = {}
+    for number, text in _numbered(message):
+        key, title = recommendation_theme(text)
+        group = groups.setdefault(key, {"title": title, "advice": text.strip().strip("\"'«»").strip(), "items": []})
+        group["items"].append(number)
+    return {"themes": list(groups.values())}
+
+
+def merge_themes(message: str) -> dict[str, Any]:
+    """REDUCE: the numbered themes (``N. {"title", "advice", "calls"}``) whose titles fall in the same group
+    of :func:`recommendation_theme` (the same ``_THEMES`` theme, else the same normalised title) as one,
+    titled by the theme's name (else its first member's title); its advice is that of the member with the
+    most calls (the first among equals). A theme's name is in its own group: merging again changes nothing."""
+    groups: dict[str, dict[str, Any]] = {}
+    for number, text in _numbered(message):
+        try:
+            theme = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(theme, dict):
+            continue
+        title = str(theme.get("title") or "")
+        calls = theme.get("calls") if isinstance(theme.get("calls"), int) else 0
+        key, name = recommendation_theme(title)
+        group = groups.setdefault(key, {"title": name, "advice": "", "members": [], "_calls": -1})
+        group["members"].append(number)
+        if calls > group["_calls"]:
+            group["advice"], group["_calls"] = str(theme.get("advice") or ""), calls
+    return {"themes": [{k: v for k, v in group.items() if k != "_calls"} for group in groups.values()]}
+
+
+def _plural(count: int, one: str, few: str, many: str) -> str:
+    if count % 10 == 1 and count % 100 != 11:
+        return one
+    if count % 10 in (2, 3, 4) and count % 100 not in (12, 13, 14):
+        return few
+    return many
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _report_data(message: str) -> dict[str, Any]:
+    for line in message.splitlines():
+        if line.strip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                if isinstance(data, dict):
+                    return data
+    return {}
+
+
+def manager_actions(message: str) -> dict[str, Any]:
+    """Actions: one per top problem (at most five) in the order given, then — to make three — the missed
+    booking opportunities, the missed incoming calls, a general one; the summary names the totals and the
+    top problem. Every number is one the prompt's JSON carries."""
+    data = _report_data(message)
+    raw_problems = data.get("problems")
+    problems = [p for p in raw_problems if isinstance(p, dict)] if isinstance(raw_problems, list) else []
+    actions: list[dict[str, Any]] = []
+    for problem in problems[:5]:
+        title, calls = str(problem.get("title") or ""), problem.get("calls")
+        advice = str(problem.get("advice") or "") or f"Разберите с администраторами тему «{title}»."
+        count = f"{calls} {_plural(calls, 'звонке', 'звонках', 'звонках')}" if isinstance(calls, int) else "звонках"
+        share = f" ({problem['percent']} % проанализированных)" if problem.get("percent") is not None else ""
+        actions.append({"action": advice, "reason": f"Проблема «{title}» встречается в {count}{share}."})
+    missed = _mapping(data.get("missed_opportunities"))
+    if len(actions) < 3 and isinstance(missed.get("calls"), int) and missed["calls"] > 0:
+        actions.append({"action": "Предлагайте запись на конкретную дату и время в каждом разговоре о записи, "
+                                  "переносе и цене.",
+                        "reason": f"Упущенных возможностей записи: {missed['calls']}."})
+    incoming = _mapping(data.get("missed_incoming_calls"))
+    if len(actions) < 3 and isinstance(incoming.get("missed"), int) and incoming["missed"] > 0:
+        actions.append({"action": "Перезванивайте по пропущенным входящим звонкам и усильте смену в часы пик.",
+                        "reason": f"Пропущено входящих звонков: {incoming['missed']} из {incoming.get('incoming')}."})
+    while len(actions) < 3:
+        actions.append({"action": "Продолжайте еженедельно разбирать звонки с администраторами.",
+                        "reason": "Регулярный разбор закрепляет стандарт разговора."})
+    total, analysed = data.get("total_calls"), data.get("analysed_calls")
+    summary = f"За период {total} звонков, проанализировано {analysed}."
+    if problems:
+        top = problems[0]
+        summary += f" Чаще всего встречается проблема «{top.get('title')}» — {top.get('calls')} звонков."
+    booking = _mapping(data.get("booking_conversion"))
+    if booking.get("percent") is not None:
+        summary += f" Конверсия в запись — {booking['percent']} %."
+    return {"summary": summary,
+            "actions": [{"priority": n, **action} for n, action in enumerate(actions, start=1)]}
+
+
+def answer_report_prompt(kind: str, message: str) -> dict[str, Any]:
+    """The answer to one of the report's prompts (``kind`` from :func:`report_schema_kind`)."""
+    if kind == "themes":
+        return theme_recommendations(message)
+    if kind == "merge":
+        return merge_themes(message)
+    return manager_actions(message)
 
 
 # ------------------------------------------------------------------------------------ JSON schema
