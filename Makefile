@@ -13,11 +13,11 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: help venv demo serve test unit lint bench validate build clean
 
 help:
-	@echo "make demo      sync the demo clinic's calls end to end on the local platform (DEMO_ARGS=--keep-serving to stay up)"
+	@echo "make demo      all five processes for the demo clinic end to end on the local platform (DEMO_ARGS=--keep-serving to stay up)"
 	@echo "make serve     run the local platform (PORT=8000, DEMO_CALLS=200)"
 	@echo "make test      lint + every test"
 	@echo "make lint      ruff and mypy"
-	@echo "make bench     benchmarks (sync request rate against amoCRM's 7/s limit)"
+	@echo "make bench     benchmarks (sync rate, status cost, overhead, e2e, PostgreSQL sync, report; BENCH_ARGS=report)"
 	@echo "make validate  sam validate --lint and cfn-lint"
 	@echo "make build     sam build (needs python3.12 on PATH)"
 

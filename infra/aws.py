@@ -311,6 +311,56 @@ def make_stops_final() -> None:
     BaseExecutionWorkerCommunication._reflect_execution_status = reflect  # type: ignore[method-assign]
 
 
+def make_nested_executions_start() -> None:
+    """``arn:aws:states:::states:startExecution.sync:2`` works as on AWS. The ASL's ``Parameters`` name
+    the API's fields as AWS documents them (``StateMachineArn``, ``Name``, ``Input``), and a task's result
+    is the API's answer in the same casing (``ExecutionArn``, ``Name``, ``Status``, ``Output``...). moto's
+    interpreter hands boto3 the parameters as they are (its JSON serializer only knows ``stateMachineArn``,
+    ``name`` and ``input`` and drops the rest) and keeps boto3's casing in the answers. Idempotent."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
+
+    if getattr(StateTaskServiceSfn._normalise_parameters, "_callsight_original", None) is not None:
+        return
+    original: Callable[..., None] = StateTaskServiceSfn._normalise_parameters
+
+    @functools.wraps(original)
+    def normalise(self: Any, parameters: dict[str, Any], boto_service_name: str | None = None,
+                  service_action_name: str | None = None) -> None:
+        original(self, parameters, boto_service_name=boto_service_name, service_action_name=service_action_name)
+        if service_action_name is None and self._get_boto_service_action() == "start_execution":
+            for name in [key for key in parameters if key[:1].isupper()]:
+                parameters[name[0].lower() + name[1:]] = parameters.pop(name)
+
+    def sfn_cased(response: Any) -> None:
+        if isinstance(response, dict):
+            for name in [key for key in response if key[:1].islower()]:
+                response[name[0].upper() + name[1:]] = response.pop(name)
+
+    original_response: Callable[..., None] = StateTaskServiceSfn._normalise_response
+    original_eval: Callable[..., None] = StateTaskServiceSfn._eval_service_task
+
+    @functools.wraps(original_response)
+    def normalise_response(self: Any, response: Any, boto_service_name: str | None = None,
+                           service_action_name: str | None = None) -> None:
+        original_response(self, response, boto_service_name=boto_service_name,
+                          service_action_name=service_action_name)
+        if service_action_name == "describe_execution":
+            sfn_cased(response)
+
+    @functools.wraps(original_eval)
+    def eval_service_task(self: Any, env: Any, *args: Any, **kwargs: Any) -> None:
+        original_eval(self, env, *args, **kwargs)
+        if self._get_boto_service_action() == "start_execution":
+            sfn_cased(env.stack[-1])
+
+    normalise._callsight_original = original  # type: ignore[attr-defined]
+    StateTaskServiceSfn._normalise_parameters = normalise  # type: ignore[method-assign]
+    StateTaskServiceSfn._normalise_response = normalise_response  # type: ignore[method-assign]
+    StateTaskServiceSfn._eval_service_task = eval_service_task  # type: ignore[method-assign]
+
+
 def reset_moto_backends() -> None:
     """Forget every resource moto holds in this process."""
     from moto.core.base_backend import BackendDict
@@ -446,6 +496,7 @@ class LocalAws:
         default_user_config.setdefault("lambda", {})["use_docker"] = False
         install_dynamodb_lock()
         make_stops_final()
+        make_nested_executions_start()
         reset_moto_backends()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log line per AWS call
         # the ASL interpreter logs every failed state (even retried or caught ones) with a page-long repr;

@@ -1,6 +1,6 @@
 """``make bench``: benchmarks measured side by side in one run on the local platform (no timed assertions).
 
-    python -m infra.bench [sync-rate|status|overhead|e2e|all ...]     (default: all, in that order)
+    python -m infra.bench [sync-rate|status|overhead|e2e|postgres|report|all ...]   (default: all, in that order)
 
 sync-rate: the sync of N demo calls (default 2,000) through the HTTP API, with amoCRM pages of 50
 notes (amoCRM's recommended size, so the run makes enough requests to measure a rate). From the stub
@@ -24,6 +24,14 @@ the HTTP API with the OpenAI stub at 0 ms. The calls are seeded as the sync leav
 through the API takes ~10 more minutes; ``--e2e-source sync`` does it). Wall time and calls/s of each
 process, final statuses, the execution's history event count (limit 25,000), its largest state payload
 (limit 256 KiB) and the time of each top-level state.
+
+postgres: rows per second of the PostgreSQL sync (batched: COPY into staging tables, one upsert per table and
+batch) syncing 10,000 synthetic analysed calls into the embedded PostgreSQL, against a plain row-by-row INSERT of
+the same rows, side by side in one run, and their ratio (goal: at least 10 x).
+
+report: the recommendations process for 10,000 analysed calls (seeded through the DAL with the stub's analyses)
+through the HTTP API: LLM requests made, the largest prompt in tokens (the stub's usage), wall time, and the
+PostgreSQL sync that ends the run.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from typing import Any
 import httpx
 
 from callsight.dates import DateRange
+from callsight.processes import REPORT_PATH, Process
+from infra.bench_postgres import bench_postgres, print_postgres
 from infra.bench_support import (
     HISTORY_EVENT_LIMIT,
     PAYLOAD_LIMIT_BYTES,
@@ -51,6 +61,7 @@ from infra.bench_support import (
     percentile,
     register_clinic,
     run_process,
+    seed_analysed,
     seed_synced,
     seed_transcription_snapshot,
     synced_items,
@@ -61,7 +72,7 @@ from infra.platform import LocalPlatform
 
 AMOCRM_LIMIT = 7.0
 QUIET = {"LogLevel": "WARNING"}
-BENCHES = ("sync-rate", "status", "overhead", "e2e")
+BENCHES = ("sync-rate", "status", "overhead", "e2e", "postgres", "report")
 
 
 # ---------------------------------------------------------------------------------------------- sync-rate
@@ -75,10 +86,10 @@ def bench_sync_rate(calls: int, page_size: int) -> dict[str, Any]:
         began = time.monotonic()
         with httpx.Client(base_url=platform.api_url, timeout=60) as api:
             body = {"client_id": DEMO_CLIENT, "start_date": start, "end_date": end}
-            answer = api.post("/api/calls-parallel-bulk/sync-by-date-range", json=body)
+            answer = api.post(Process.SYNC.spec.start_path, json=body)
             answer.raise_for_status()
             while True:
-                status = api.get("/api/calls-parallel-bulk/sync-by-date-range-status", params=body).json()
+                status = api.get(Process.SYNC.spec.status_path, params=body).json()
                 if status["overall_status"] in ("completed", "partial", "failed"):
                     break
                 time.sleep(0.5)
@@ -105,7 +116,7 @@ def print_sync_rate(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- status
-STATUS_PATH = "/api/calls/transcribe-by-date-range-status"
+STATUS_PATH = Process.TRANSCRIBE.spec.status_path
 
 
 def bench_status(sizes: tuple[int, int], requests: int, warmup: int) -> dict[str, Any]:
@@ -319,6 +330,51 @@ def print_e2e(args: argparse.Namespace) -> None:
     print(f"  transcription + analysis: {total:,.0f} s wall ({total / 60:.1f} min)")
 
 
+# ---------------------------------------------------------------------------------------------- report
+def bench_report(calls: int) -> dict[str, Any]:
+    days = days_back(31)
+    client_id = "bench-report"
+    with LocalPlatform(port=0, demo_calls=10, parameter_overrides=QUIET) as platform:
+        register_clinic(platform, client_id)
+        began = time.monotonic()
+        seeded = seed_analysed(platform, client_id, calls, days)
+        result: dict[str, Any] = {"seeded": seeded, "seed_s": time.monotonic() - began,
+                                  "chunk_tokens": int(platform.template.parameters["ReportChunkTokens"])}
+        platform.openai.reset_stats()
+        with httpx.Client(base_url=platform.api_url, timeout=120) as api:
+            run = run_process(api, platform, "recommendations", client_id, days, poll_seconds=2)
+            result["run"] = run
+            result["history"] = history_stats(platform, run.execution_arn)
+            report = api.get(REPORT_PATH, params={"client_id": client_id, "start_date": days.start.isoformat(),
+                                                  "end_date": days.end.isoformat()}).json()
+        result["problems"] = len(report.get("problems") or [])
+        result["openai"] = platform.openai.stats()
+    return result
+
+
+def print_report(args: argparse.Namespace) -> None:
+    print(f"report: the recommendations process (theme map, merge, counts, PostgreSQL sync) through the HTTP API "
+          f"for {args.report_calls:,} analysed calls seeded through the DAL; OpenAI stub at 0 ms ...", flush=True)
+    r = bench_report(args.report_calls)
+    run, ai, hist = r["run"], r["openai"], r["history"]
+    postgres = run.status.get("postgres_sync") or {}
+    print(f"  seeded {r['seeded']:,} analysed calls in {r['seed_s']:.0f} s (not measured)")
+    print(f"  {describe(run.status)}; wall {run.wall_s:,.0f} s (execution {(run.execution_s or 0):,.0f} s); "
+          f"{r['problems']} problems in the report; PostgreSQL sync {postgres.get('status')}, "
+          f"{sum((postgres.get('rows') or {}).values()):,} rows")
+    print(f"  LLM requests: {ai['completions']:,} ({ai['prompt_tokens']:,} prompt tokens in all); largest prompt "
+          f"{ai.get('largest_prompt_tokens', 0):,} tokens (chunk budget {r['chunk_tokens']:,})")
+    print(f"  history {hist.events:,} events; largest payload {hist.largest_bytes:,} B "
+          f"({hist.largest_where}); states: " + ", ".join(f"{n} {s:,.0f} s" for n, s in hist.phases.items()))
+
+
+def print_postgres_bench(args: argparse.Namespace) -> None:
+    print(f"postgres: {args.postgres_calls:,} analysed calls upserted into the embedded PostgreSQL in batches "
+          "(COPY + one INSERT ... ON CONFLICT per table), against a plain row-by-row INSERT of the same rows ...",
+          flush=True)
+    print_postgres(bench_postgres(args.postgres_calls))
+
+
 # ---------------------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,12 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-calls", type=int, default=10_000, help="e2e: demo calls in the range")
     parser.add_argument("--e2e-source", choices=("seed", "sync"), default="seed",
                         help="e2e: seed the synced calls directly (default) or sync them through the API")
+    parser.add_argument("--postgres-calls", type=int, default=10_000, help="postgres: analysed calls synced")
+    parser.add_argument("--report-calls", type=int, default=10_000, help="report: analysed calls in the range")
     args = parser.parse_args(argv)
     unknown = set(args.bench) - {*BENCHES, "all"}
     if unknown:  # checked here: argparse rejects an empty list against choices (nargs="*")
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     chosen = [b for b in BENCHES if b in args.bench] if args.bench and "all" not in args.bench else list(BENCHES)
-    runners = {"sync-rate": print_sync_rate, "status": print_status, "overhead": print_overhead, "e2e": print_e2e}
+    runners = {"sync-rate": print_sync_rate, "status": print_status, "overhead": print_overhead, "e2e": print_e2e,
+               "postgres": print_postgres_bench, "report": print_report}
     for i, name in enumerate(chosen):
         if i:
             print()

@@ -34,6 +34,7 @@ from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.logic.runs import execution_arn
 from callsight.logic.sync import call_from_note
+from callsight.processes import Process
 from infra.platform import LocalPlatform
 from infra.stubs.audio import make_wav
 from infra.stubs.clinic_calls import ADMINISTRATORS, DemoCall, generate_calls, to_note
@@ -158,10 +159,35 @@ def seed_transcription_snapshot(platform: LocalPlatform, client_id: str, calls: 
         to = "failed" if rng.random() < 0.05 else "success"
         repo.transition(key, "transcribe", "processing", to)
         call["transcribe_status"] = to
-    machine = platform.env["CALLSIGHT_TRANSCRIBE_STATE_MACHINE_ARN"]
+    machine = platform.state_machine_arn("transcribe")
     RunRepository(table).started(client_id, "transcribe", days, execution_name=run_id,
                                  execution_arn=execution_arn(machine, run_id))
     return Counter(str(c["transcribe_status"]) for c in items)
+
+
+def seed_analysed(platform: LocalPlatform, client_id: str, calls: int, days: DateRange, *, seed: int = 11) -> int:
+    """``calls`` recorded demo calls of ``days`` as a finished analysis leaves them, through the DAL: each with
+    the analysis the stub OpenAI gives its dialogue (the same function that answers the analysis prompts), the
+    calls inserted with ``insert_many("analyze", ...)`` (counted as analysed). Returns the calls stored."""
+    from infra.stubs.openai import analyze_transcript
+
+    demo = generate_calls(int(calls * 1.9) + 60, days=(days.end - days.start).days + 1, seed=seed)
+    pairs = [(c, d) for c, d in synced_items(demo, client_id=client_id, days=days, base_url=platform.amocrm.url,
+                                             min_seconds=min_recording_seconds(platform))
+             if c.get("recording_key") and d.scenario is not None]
+    if len(pairs) < calls:
+        raise RuntimeError(f"only {len(pairs)} recorded demo calls in the range, {calls} wanted")
+    items = []
+    for call, call_demo in random.Random(seed).sample(pairs, calls):
+        assert call_demo.scenario is not None
+        analysis = analyze_transcript(f"Расшифровка:\n{call_demo.scenario.labelled_transcript()}")
+        call.update({"transcribe_status": "success", "analyze_status": "success",
+                     "transcript_key": transcript_key(client_id, call["day"], call["call_id"]), "analysis": analysis,
+                     "call_type": analysis["call_type"], "booked": analysis["outcome"]["booked"],
+                     "overall_score": analysis["overall_score"], "patient_sentiment": analysis["patient_sentiment"],
+                     "analysis_model": "stub"})
+        items.append(call)
+    return CallRepository(Table(platform.table_name), client_id).insert_many("analyze", items)
 
 
 # ---------------------------------------------------------------------------------------------- DynamoDB reads
@@ -315,11 +341,8 @@ def run_process(api: httpx.Client, platform: LocalPlatform, process: str, client
                 force: bool = False, poll_seconds: float = 0.5, timeout_s: float = 7200,
                 on_poll: Callable[[dict[str, Any]], None] | None = None) -> ProcessRun:
     """Start ``process`` over HTTP as the frontend does and poll its status endpoint to the end."""
-    bulk = "/api/calls-parallel-bulk/sync-by-date-range"
-    paths = {"sync": (bulk, f"{bulk}-status"),
-             "transcribe": ("/api/calls/transcribe-by-date-range", "/api/calls/transcribe-by-date-range-status"),
-             "analyze": ("/api/analyze-by-date-range", "/api/analyze-by-date-range-status")}
-    start_path, status_path = paths[process]
+    spec = Process(process).spec
+    start_path, status_path = spec.start_path, spec.status_path
     query = {"client_id": client_id, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()}
     began = time.monotonic()
     answer = api.post(start_path, json={**query, "force": force})
@@ -338,8 +361,7 @@ def run_process(api: httpx.Client, platform: LocalPlatform, process: str, client
             raise RuntimeError(f"{process}: not finished after {timeout_s:.0f} s: {status}")
         time.sleep(poll_seconds)
     wall = time.monotonic() - began
-    machine = platform.env[f"CALLSIGHT_{process.upper()}_STATE_MACHINE_ARN"]
-    arn = execution_arn(machine, name)
+    arn = platform.execution_arn(process, name)
     sfn = platform.boto3_client("stepfunctions")
     execution_s = None
     for _ in range(100):  # the run is recorded finished a moment before the execution stops

@@ -1,15 +1,17 @@
-"""``make demo``: the main job end to end on the local platform, through the HTTP API as the frontend does.
+"""``make demo``: the main job end to end on the local platform, through the HTTP API as a frontend does.
 
-Starts the platform, then for the demo clinic's last 30 days runs sync, transcription and analysis in
-turn: each started, then its status endpoint polled with a progress bar. Prints each summary and a
-few analysed calls, and exits 0 on success (1 if a run failed, 2 if one finished with failed calls).
-``--keep-serving`` leaves the platform up afterwards.
+Starts the platform, then for the demo clinic's last 30 days starts the pipeline (sync, transcription,
+analysis, recommendations report, PostgreSQL sync: all five processes in one execution) and polls its
+status with a progress bar per process. Prints each summary, the report's highlights, the rows written to
+PostgreSQL and how to connect to the database; exits 0 on success (1 if a run failed, 2 if one finished
+with failed calls). ``--keep-serving`` leaves the platform (and its database) up afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from datetime import datetime, timedelta
@@ -18,16 +20,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from callsight.processes import PIPELINE_STEPS, REPORT_PATH, Process
 from infra.platform import LocalPlatform
 
 DEMO_CLIENT = "demo"
 FINISHED = ("completed", "partial", "failed")
-PROCESSES = (  # label, start path, status path, the body's date spelling (as the frontend guide sends it)
-    ("sync", "/api/calls-parallel-bulk/sync-by-date-range", "/api/calls-parallel-bulk/sync-by-date-range-status",
-     "_str"),
-    ("transcribe", "/api/calls/transcribe-by-date-range", "/api/calls/transcribe-by-date-range-status", ""),
-    ("analyze", "/api/analyze-by-date-range", "/api/analyze-by-date-range-status", "_str"),
-)
+#: the PostgreSQL tables the demo counts (callsight/postgres/migrations)
+BI_TABLES = ("clinics", "calls", "transcript_lines", "analyses", "criterion_scores", "recommendations", "reports",
+             "report_problems")
 
 
 def demo_range(days: int = 31, tz: str = "Europe/Moscow") -> tuple[str, str]:
@@ -39,37 +39,53 @@ def progress_bar(label: str, status: dict[str, Any], width: int = 32) -> str:
     pct = float(status.get("progress_percentage") or 0)
     filled = round(width * pct / 100)
     b = status.get("status_breakdown", {})
-    return (f"{label:<13} [{'#' * filled}{'.' * (width - filled)}] {pct:6.2f}%  "
+    return (f"{label:<16} [{'#' * filled}{'.' * (width - filled)}] {pct:6.2f}%  "
             f"{b.get('success', 0) + b.get('failed', 0)}/{status.get('total_calls', 0)} calls "
-            f"(failed {b.get('failed', 0)})")
+            f"(failed {b.get('failed', 0)})  {status.get('overall_status', '')}")
 
 
-def run_process(api: httpx.Client, label: str, start_path: str, status_path: str, *, body: dict[str, Any],
-                poll_seconds: float) -> dict[str, Any]:
-    """Start one process and poll its status to the end, drawing a progress bar; the final status."""
-    answer = api.post(start_path, json=body)
-    if answer.status_code not in (200, 202):
-        raise SystemExit(f"{label}: start refused: HTTP {answer.status_code} {answer.text}")
-    started = answer.json()
-    print(f"{label}: {started['message']} (execution {started['execution_name']})")
-    query = {"client_id": body["client_id"], "start_date": body.get("start_date") or body["start_date_str"],
-             "end_date": body.get("end_date") or body["end_date_str"]}  # status queries use the short spelling
-    tty = sys.stdout.isatty()
-    last_line = ""
-    while True:
-        status = api.get(status_path, params=query).json()
-        line = progress_bar(label, status)
-        if tty:
-            print("\r" + line, end="", flush=True)
-        elif line != last_line:
-            print(line, flush=True)
-        last_line = line
-        if status.get("overall_status") in FINISHED:
-            break
-        time.sleep(poll_seconds)
+def postgres_bar(status: dict[str, Any], width: int = 32) -> str:
+    sync = status.get("postgres_sync") or {}
+    state = str(sync.get("status") or "pending")
+    filled = width if state == "completed" else 0
+    rows = sum(int(v) for v in (sync.get("rows") or {}).values())
+    return f"{'postgres sync':<16} [{'#' * filled}{'.' * (width - filled)}] {rows:,} rows  {state}"
+
+
+def draw(lines: list[str], previous: list[str], tty: bool) -> None:
     if tty:
-        print()
-    return dict(status)
+        if previous:
+            print(f"\x1b[{len(previous)}F", end="")
+        for line in lines:
+            print("\x1b[2K" + line)
+        sys.stdout.flush()
+    else:
+        for line, before in zip(lines, previous or [""] * len(lines), strict=True):
+            if line != before:
+                print(line, flush=True)
+
+
+def run_pipeline(api: httpx.Client, body: dict[str, Any], *, poll_seconds: float) -> dict[str, Any]:
+    """Start the pipeline and poll its status to the end, a progress bar per process; the final status."""
+    spec = Process.PIPELINE.spec
+    answer = api.post(spec.start_path, json=body)
+    if answer.status_code not in (200, 202):
+        raise SystemExit(f"pipeline: start refused: HTTP {answer.status_code} {answer.text}")
+    started = answer.json()
+    print(f"{started['message']} (execution {started['execution_name']})")
+    query = {"client_id": body["client_id"], "start_date": body["start_date"], "end_date": body["end_date"]}
+    tty = sys.stdout.isatty()
+    previous: list[str] = []
+    while True:
+        status = api.get(spec.status_path, params=query).json()
+        steps = status.get("steps") or {}
+        lines = [progress_bar(p.value, steps.get(p.value, {})) for p in PIPELINE_STEPS]
+        lines.append(postgres_bar(steps.get(Process.RECOMMENDATIONS.value, {})))
+        draw(lines, previous, tty)
+        previous = lines
+        if status.get("overall_status") in FINISHED:
+            return dict(status)
+        time.sleep(poll_seconds)
 
 
 def print_summary(label: str, status: dict[str, Any]) -> None:
@@ -84,21 +100,38 @@ def print_summary(label: str, status: dict[str, Any]) -> None:
         print(f"    error: {status['error']}")
 
 
-def print_analysed_calls(platform: LocalPlatform, limit: int = 3) -> None:
-    table = platform.boto3_resource("dynamodb").Table(platform.env["CALLSIGHT_TABLE_NAME"])
-    items = table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"CALLS#{DEMO_CLIENT}"},
-                        ScanIndexForward=False)["Items"]
-    analysed = sorted((i for i in items if i.get("analysis")), key=lambda i: str(i["call_time"]), reverse=True)
-    print(f"\nLatest analysed calls ({len(analysed)} in all):")
-    for item in analysed[:limit]:
-        a = item["analysis"]
-        print(f"\n  {str(item['call_time'])[:16].replace('T', ' ')}  {item['direction']}, {int(item['duration'])} s, "
-              f"administrator {item.get('administrator') or '-'}")
-        print(f"  type {a['call_type']}, booked: {'yes' if a['outcome']['booked'] else 'no'} "
-              f"({a['outcome']['reason']}), score {a['overall_score']}/100, patient {a['patient_sentiment']}")
-        print(f"  {a['summary']}")
-        for advice in a["recommendations"][:3]:
-            print(f"   - {advice}")
+def print_report(api: httpx.Client, query: dict[str, str]) -> None:
+    answer = api.get(REPORT_PATH, params=query)
+    if answer.status_code != 200:
+        print(f"\nNo report: HTTP {answer.status_code} {answer.text}")
+        return
+    report = answer.json()
+    booking = report.get("booking") or {}
+    print(f"\nRecommendations report ({report['analysed_calls']} analysed calls of {report['total_calls']}):")
+    if booking.get("conversion") is not None:
+        print(f"  booking conversion: {float(booking['conversion']) * 100:.1f} %")
+    print("  most frequent problems:")
+    for problem in report["problems"][:3]:
+        print(f"   {problem['rank']}. {problem['title']}: {problem['calls']} calls ({problem['share'] * 100:.1f} %)")
+    print("  first actions for the manager:")
+    for action in (report.get("actions") or [])[:3]:
+        print(f"   - {action['action']}")
+    print(f"  the whole report: GET {REPORT_PATH}?client_id={query['client_id']}&start_date={query['start_date']}"
+          f"&end_date={query['end_date']}&format=md")
+
+
+def print_postgres(url: str | None, client_id: str) -> None:
+    if not url:
+        print("\nNo PostgreSQL (DATABASE_URL unset and the embedded one off).")
+        return
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=5) as connection:
+        counts = {table: connection.execute(f"SELECT count(*) FROM {table} WHERE client_id = %s",  # noqa: S608
+                                            (client_id,)).fetchone() for table in BI_TABLES}
+    print("\nRows in PostgreSQL: " + ", ".join(f"{table} {row[0] if row else 0:,}" for table, row in counts.items()))
+    psql = shutil.which("psql") or "psql"
+    print(f"Connect (while the platform runs: make demo DEMO_ARGS=--keep-serving):\n  {psql} '{url}'")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,23 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start, end = demo_range()
-    overrides = {"LogLevel": os.environ.get("LOG_LEVEL", "WARNING")}  # handlers' JSON logs would hide the bar
+    overrides = {"LogLevel": os.environ.get("LOG_LEVEL", "WARNING")}  # handlers' JSON logs would hide the bars
     with LocalPlatform(port=args.port, demo_calls=args.demo_calls, parameter_overrides=overrides) as platform:
         print(f"Callsight local platform ready at {platform.api_url}")
-        finals: list[tuple[str, dict[str, Any]]] = []
+        query = {"client_id": DEMO_CLIENT, "start_date": start, "end_date": end}
         with httpx.Client(base_url=platform.api_url, timeout=60) as api:
-            for label, start_path, status_path, spelling in PROCESSES:
-                body = {"client_id": DEMO_CLIENT, f"start_date{spelling}": start, f"end_date{spelling}": end}
-                finals.append((label, run_process(api, label, start_path, status_path, body=body,
-                                                  poll_seconds=args.poll)))
-                if finals[-1][1]["overall_status"] == "failed":
-                    break
-        print(f"\nDemo clinic, {start}..{end}:")
-        for label, status in finals:
-            print_summary(label, status)
-        print_analysed_calls(platform)
-        outcomes = {status["overall_status"] for _, status in finals}
-        code = 1 if "failed" in outcomes else 2 if outcomes - {"completed"} else 0
+            final = run_pipeline(api, query, poll_seconds=args.poll)
+            print(f"\nDemo clinic, {start}..{end}: pipeline {final['overall_status']}")
+            if final.get("error"):
+                print(f"  error: {final['error']}")
+            steps = final.get("steps") or {}
+            for process in PIPELINE_STEPS:
+                if process.value in steps:
+                    print_summary(process.value, steps[process.value])
+            print_report(api, query)
+        print_postgres(platform.database_url, DEMO_CLIENT)
+        outcome = final["overall_status"]
+        code = 1 if outcome == "failed" else 2 if outcome != "completed" else 0
         if args.keep_serving:
             print(f"\nServing at {platform.api_url} - Ctrl-C to stop.")
             try:

@@ -104,6 +104,16 @@ class LocalPlatform:
     def table_name(self) -> str:
         return self.env["CALLSIGHT_TABLE_NAME"]
 
+    def state_machine_arn(self, process: str) -> str:
+        """The ARN of a process's state machine (``callsight.processes`` names it, the template defines it)."""
+        from callsight.processes import Process
+
+        return self.template.arn(Process(process).spec.state_machine)
+
+    def execution_arn(self, process: str, execution_name: str) -> str:
+        machine = self.state_machine_arn(process)
+        return f"{machine.replace(':stateMachine:', ':execution:')}:{execution_name}"
+
     def boto3_client(self, service: str) -> Any:
         """A boto3 client of the embedded AWS (moto)."""
         return self.aws.client(service)

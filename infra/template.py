@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -288,7 +288,12 @@ class Template:
                                   f"{self.stack_name}/local"}
         if name in pseudo:
             return pseudo[name]
+        if name == "AWS::NoValue":
+            return cast(str, NO_VALUE)  # resolve() drops it
         if name in self.parameters:
+            declared = (self.raw.get("Parameters") or {}).get(name) or {}
+            if declared.get("Type") == "CommaDelimitedList":  # CloudFormation: "" is [""], as Join expects
+                return cast(str, self.parameters[name].split(","))  # a list, which Fn::Join and properties take
             return self.parameters[name]
         kind = self.resource(name).get("Type")
         if kind in (SERVERLESS_STATE_MACHINE, SERVERLESS_LAYER):
@@ -311,11 +316,11 @@ class Template:
     def resolve(self, value: Any) -> Any:
         """Resolve every intrinsic function inside ``value`` (recursively)."""
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [r for r in (self.resolve(v) for v in value) if r is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if not _is_intrinsic(value):
-            return {k: self.resolve(v) for k, v in value.items()}
+            return {k: r for k, r in ((k, self.resolve(v)) for k, v in value.items()) if r is not NO_VALUE}
         (fn, arg), = value.items()
         if fn == "Ref":
             return self.ref(str(arg))
@@ -532,6 +537,10 @@ class Template:
                 union[name] = value
                 origin.setdefault(name, lid)
         return union
+
+
+#: ``!Ref AWS::NoValue``: the property or list item holding it is removed
+NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "AWS::NoValue"})()
 
 
 def _scalar_text(value: Any) -> str:

@@ -14,7 +14,7 @@ from callsight.dal.table import Table
 from callsight.llm import openai_client
 from callsight.logic.analyze import AnalysisSettings, Analyzer
 from callsight.logic.steps import run_chunk
-from callsight.processes import Process
+from callsight.models import ChunkTask
 
 CONFIG = AnalyzeCallsConfig()
 logger = Logger()
@@ -27,10 +27,11 @@ settings = AnalysisSettings(model=CONFIG.analysis_model, attempts=CONFIG.analysi
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    logger.append_keys(client_id=event["client_id"], run_id=event["run_id"], chunk=event["chunk_key"])
+    task = ChunkTask.model_validate(event)
+    logger.append_keys(client_id=task.client_id, run_id=task.run_id, chunk=task.chunk_key)
     client = openai_client(CONFIG)
-    clinic = ClientRepository(table).get(event["client_id"]).analysis  # the clinic's prompt, rubric, model
-    return run_chunk(event, process=Process.ANALYZE.value, table=table, store=store,
+    clinic = ClientRepository(table).get(task.client_id).analysis  # the clinic's prompt, rubric, model
+    return run_chunk(task, table=table, store=store,
                      concurrency=CONFIG.worker_concurrency,
                      work_for=lambda calls: Analyzer(store=store, client=client, settings=settings,
                                                      clinic_settings=clinic).analyze)

@@ -16,8 +16,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from callsight.config import FinishRunConfig
 from callsight.dal.table import Table
 from callsight.dates import DateRange
+from callsight.logic.pipeline import end_failed_pipeline
 from callsight.logic.runs import describe_error, finish_run
 from callsight.models import parse_day
+from callsight.processes import Process
 
 CONFIG = FinishRunConfig()
 logger = Logger()
@@ -37,6 +39,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         error = describe_error(event["error"]) if event.get("error") else None
     days = DateRange(parse_day(run["start_date"], "start_date"), parse_day(run["end_date"], "end_date"))
     logger.append_keys(client_id=run["client_id"], run_id=run_id, outcome=outcome)
+    if run["process"] == Process.PIPELINE and outcome != "SUCCEEDED":  # the failed step's own words
+        error = end_failed_pipeline(table, client_id=run["client_id"], days=days, run_id=run_id, outcome=outcome,
+                                    fallback=error)
     summary = finish_run(table, client_id=run["client_id"], process=run["process"], days=days, run_id=run_id,
                          outcome=outcome, error=error)
     logger.info("run finished", extra={"summary": summary})

@@ -1,4 +1,8 @@
-"""Per-call step, task 1: put the range's calls that need the step in pending; chunks to S3."""
+"""Per-call step, task 1: put the range's calls that need the step in pending; chunks to S3.
+
+The recommendations process rebuilds its report whole: every analysed call of the range is planned
+(as with ``force``), in chunks cut by the estimated tokens of their recommendations (one prompt each).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ from callsight.config import PlanCallsConfig
 from callsight.dal.calls import CallRepository
 from callsight.dal.recordings import ObjectStore
 from callsight.dal.table import Table
+from callsight.logic.recommendations import recommendation_tokens
 from callsight.logic.steps import ELIGIBLE, plan_calls
-from callsight.models import StartRequest
+from callsight.models import RunTask
+from callsight.processes import Process
 
 CONFIG = PlanCallsConfig()
 logger = Logger()
@@ -24,9 +30,10 @@ store = ObjectStore(CONFIG.bucket)
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = StartRequest.model_validate(event)
-    process, run_id = event["process"], event["run_id"]
-    logger.append_keys(client_id=request.client_id, run_id=run_id, step=process)
-    return plan_calls(CallRepository(table, request.client_id), store, process=process, days=request.range,
-                      run_id=run_id, force=request.force, eligible=ELIGIBLE[process],
-                      chunk_size=CONFIG.calls_per_chunk)
+    task = RunTask.model_validate(event)
+    logger.append_keys(client_id=task.client_id, run_id=task.run_id, step=task.process.value)
+    report = task.process == Process.RECOMMENDATIONS
+    return plan_calls(CallRepository(table, task.client_id), store, process=task.process.value, days=task.range,
+                      run_id=task.run_id, force=task.force or report, eligible=ELIGIBLE[task.process.value],
+                      chunk_size=CONFIG.calls_per_chunk, weigh=recommendation_tokens if report else None,
+                      budget=CONFIG.report_chunk_tokens)

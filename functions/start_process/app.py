@@ -1,8 +1,13 @@
-"""POST /api/...: start a process for a clinic and a date range (202, or 200 when sync ends quickly)."""
+"""POST /api/...: start a process for a clinic and a date range (202, or 200 when a sync ends quickly).
+
+One route per process of ``callsight.processes.PROCESSES``; a process's state machine comes from the
+template (``CALLSIGHT_STATE_MACHINE_ARNS``).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -18,7 +23,7 @@ from callsight.dal.table import Table
 from callsight.http import as_json_request, error, rest_api, too_large
 from callsight.logic.runs import RunStarter, console_url
 from callsight.models import StartRequest, StartResponse
-from callsight.processes import Process
+from callsight.processes import PROCESSES, ProcessSpec
 
 CONFIG = StartProcessConfig()
 logger = Logger()
@@ -27,31 +32,23 @@ app = rest_api(CONFIG.allowed_origin)
 sfn = boto3.client("stepfunctions")
 starter = RunStarter(Table(CONFIG.table_name), sfn, lock_grace_seconds=CONFIG.lock_grace_seconds)
 
-STATUS_PATHS = {
-    Process.SYNC: "/api/calls-parallel-bulk/sync-by-date-range-status",
-    Process.TRANSCRIBE: "/api/calls/transcribe-by-date-range-status",
-    Process.ANALYZE: "/api/analyze-by-date-range-status",
-}
+
+def _route(spec: ProcessSpec) -> Callable[[StartRequest], Response[Any]]:
+    def start(request: Annotated[StartRequest, Body()]) -> Response[Any]:
+        return _start(spec, request)
+
+    start.__name__ = f"start_{spec.process.value}"
+    return start
 
 
-@app.post("/api/calls-parallel-bulk/sync-by-date-range")
-def start_sync(request: Annotated[StartRequest, Body()]) -> Response[Any]:
-    return _start(Process.SYNC, CONFIG.sync_state_machine_arn, request, wait=CONFIG.sync_wait_seconds)
+for _spec in PROCESSES.values():
+    app.post(_spec.start_path)(_route(_spec))
 
 
-@app.post("/api/calls/transcribe-by-date-range")
-def start_transcription(request: Annotated[StartRequest, Body()]) -> Response[Any]:
-    return _start(Process.TRANSCRIBE, CONFIG.transcribe_state_machine_arn, request, wait=0)
-
-
-@app.post("/api/analyze-by-date-range")
-def start_analysis(request: Annotated[StartRequest, Body()]) -> Response[Any]:
-    return _start(Process.ANALYZE, CONFIG.analyze_state_machine_arn, request, wait=0)
-
-
-def _start(process: Process, state_machine_arn: str, request: StartRequest, *, wait: float) -> Response[Any]:
+def _start(spec: ProcessSpec, request: StartRequest) -> Response[Any]:
+    process = spec.process
     run = starter.start(client_id=request.client_id, process=process.value, days=request.range,
-                        state_machine_arn=state_machine_arn, force=request.force)
+                        state_machine_arn=CONFIG.state_machine_arns[process], force=request.force)
     logger.info("run started", extra={"pipeline_process": process.value, "execution": run.execution_name})
     query = urlencode({"client_id": request.client_id, "start_date": request.start_date.isoformat(),
                        "end_date": request.end_date.isoformat()})
@@ -59,9 +56,9 @@ def _start(process: Process, state_machine_arn: str, request: StartRequest, *, w
         status="accepted", message=f"{process.label} started; poll the status URL every 5 s",
         client_id=request.client_id, process=process.value, start_date=request.start_date.isoformat(),
         end_date=request.end_date.isoformat(), execution_name=run.execution_name,
-        status_url=f"{STATUS_PATHS[process]}?{query}", console_url=console_url(run.execution_arn),
+        status_url=f"{spec.status_path}?{query}", console_url=console_url(run.execution_arn),
     )
-    described = starter.wait_for_end(run.execution_arn, wait) if wait > 0 else None
+    described = starter.wait_for_end(run.execution_arn, spec.wait_seconds) if spec.wait_seconds > 0 else None
     if described is None:
         return _json(202, answer)
     if described["status"] != "SUCCEEDED":

@@ -13,7 +13,7 @@ from callsight.dal.table import Table
 from callsight.llm import openai_client
 from callsight.logic.steps import run_chunk
 from callsight.logic.transcribe import Transcriber, TranscriptionSettings
-from callsight.processes import Process
+from callsight.models import ChunkTask
 
 CONFIG = TranscribeCallsConfig()
 logger = Logger()
@@ -29,9 +29,10 @@ settings = TranscriptionSettings(
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    logger.append_keys(client_id=event["client_id"], run_id=event["run_id"], chunk=event["chunk_key"])
+    task = ChunkTask.model_validate(event)
+    logger.append_keys(client_id=task.client_id, run_id=task.run_id, chunk=task.chunk_key)
     client = openai_client(CONFIG)
-    return run_chunk(event, process=Process.TRANSCRIBE.value, table=table, store=store,
+    return run_chunk(task, table=table, store=store,
                      concurrency=CONFIG.worker_concurrency,
                      work_for=lambda calls: Transcriber(calls=calls, store=store, client=client,
                                                         settings=settings).transcribe)

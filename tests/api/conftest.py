@@ -14,21 +14,22 @@ from pydantic import SecretStr
 
 from callsight.admin import register_client
 from callsight.dal.clients import AmoCrmCredentials, ClientProfile
+from callsight.processes import Process
 from infra.platform import LocalPlatform
 from infra.stubs.amocrm import DEFAULT_ACCESS_TOKEN
 
-SYNC = "/api/calls-parallel-bulk/sync-by-date-range"
-SYNC_STATUS = "/api/calls-parallel-bulk/sync-by-date-range-status"
-TRANSCRIBE = "/api/calls/transcribe-by-date-range"
-TRANSCRIBE_STATUS = "/api/calls/transcribe-by-date-range-status"
-ANALYZE = "/api/analyze-by-date-range"
-ANALYZE_STATUS = "/api/analyze-by-date-range-status"
+SYNC, SYNC_STATUS = Process.SYNC.spec.start_path, Process.SYNC.spec.status_path
+TRANSCRIBE, TRANSCRIBE_STATUS = Process.TRANSCRIBE.spec.start_path, Process.TRANSCRIBE.spec.status_path
+ANALYZE, ANALYZE_STATUS = Process.ANALYZE.spec.start_path, Process.ANALYZE.spec.status_path
+RECOMMENDATIONS = Process.RECOMMENDATIONS.spec.start_path
+RECOMMENDATIONS_STATUS = Process.RECOMMENDATIONS.spec.status_path
+PIPELINE, PIPELINE_STATUS = Process.PIPELINE.spec.start_path, Process.PIPELINE.spec.status_path
 DEMO_CALLS = 60
 
 
 @pytest.fixture(scope="package")
 def platform() -> Iterator[LocalPlatform]:
-    with LocalPlatform(port=0, demo_calls=DEMO_CALLS, postgres=False,
+    with LocalPlatform(port=0, demo_calls=DEMO_CALLS, postgres=True,
                        parameter_overrides={"LogLevel": "WARNING"}) as running:
         yield running
 

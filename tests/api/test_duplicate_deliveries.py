@@ -40,7 +40,7 @@ def test_racing_duplicate_deliveries_count_each_call_once(api: httpx.Client, pla
     poller = threading.Thread(target=poll)
     poller.start()
     try:
-        deliveries = [{"client_id": client_id, "run_id": "race-run", "chunk_key": key}
+        deliveries = [{"client_id": client_id, "process": "sync", "run_id": "race-run", "chunk_key": key}
                       for key in plan["chunks"] for _ in range(3)]  # every chunk delivered three times at once
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda d: _invoke(platform, "DownloadRecordingsFunction", d), deliveries))
@@ -66,7 +66,7 @@ def test_racing_duplicate_transcriptions_count_each_call_once(api: httpx.Client,
     plan = _invoke(platform, "PlanCallsFunction", run)
     assert _invoke(platform, "PlanCallsFunction", run)["planned"]["new"] == 0  # a duplicate plan adds nothing
     planned = plan["planned"]["planned"]
-    deliveries = [{"client_id": client_id, "run_id": "race-transcribe", "chunk_key": key}
+    deliveries = [{"client_id": client_id, "process": "transcribe", "run_id": "race-transcribe", "chunk_key": key}
                   for key in plan["chunks"] for _ in range(3)]
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda d: _invoke(platform, "TranscribeCallsFunction", d), deliveries))

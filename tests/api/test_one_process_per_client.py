@@ -47,8 +47,7 @@ def test_an_aborted_run_releases_the_clinic_and_leaves_no_call_processing(
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert running["overall_status"] == "processing"
-        arn = f"{platform.env['CALLSIGHT_SYNC_STATE_MACHINE_ARN'].replace(':stateMachine:', ':execution:')}:" \
-              f"{running['execution_name']}"
+        arn = platform.execution_arn("sync", running["execution_name"])
         sfn.stop_execution(executionArn=arn, cause="operator stopped it")
         started = starting.result()
     assert started.status_code == 502 and "ABORTED" in started.text, started.text

@@ -39,7 +39,7 @@ def test_sync_of_the_demo_clinic_end_to_end(api: httpx.Client, platform: LocalPl
 
     # the execution as an operator sees it in the console: succeeded, with the summary as output
     sfn = platform.boto3_client("stepfunctions")
-    executions = sfn.list_executions(stateMachineArn=platform.env["CALLSIGHT_SYNC_STATE_MACHINE_ARN"])["executions"]
+    executions = sfn.list_executions(stateMachineArn=platform.state_machine_arn("sync"))["executions"]
     mine = next(e for e in executions if e["name"] == started["execution_name"])
     assert mine["status"] == "SUCCEEDED"
 

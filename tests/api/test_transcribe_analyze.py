@@ -38,7 +38,7 @@ def _run(api: httpx.Client, start: str, status: str, body: dict[str, Any], polls
 
 
 def _ended_execution(platform: LocalPlatform, name: str) -> dict[str, Any]:
-    arn = platform.env["CALLSIGHT_TRANSCRIBE_STATE_MACHINE_ARN"].replace(":stateMachine:", ":execution:") + f":{name}"
+    arn = platform.execution_arn("transcribe", name)
     sfn = platform.boto3_client("stepfunctions")
     for _ in range(100):
         execution: dict[str, Any] = sfn.describe_execution(executionArn=arn)

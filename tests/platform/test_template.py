@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from callsight.processes import PROCESSES, REPORT_PATH
 from infra.template import (
     DEFAULT_TEMPLATE,
     REPO_ROOT,
@@ -256,11 +257,10 @@ def test_real_template_environment_union(real: Template) -> None:
     env = real.function_environment_union()
     table = next(iter(real.tables.values()))
     assert env["CALLSIGHT_TABLE_NAME"] == table.name
-    arns = {name: value for name, value in env.items() if name.endswith("_STATE_MACHINE_ARN")}
-    assert set(arns) == {"CALLSIGHT_SYNC_STATE_MACHINE_ARN", "CALLSIGHT_TRANSCRIBE_STATE_MACHINE_ARN",
-                         "CALLSIGHT_ANALYZE_STATE_MACHINE_ARN"}
-    for value in arns.values():
-        assert value in {sm.arn for sm in real.state_machines.values()}
+    arns = json.loads(env["CALLSIGHT_STATE_MACHINE_ARNS"])
+    # every process of callsight.processes starts the state machine the table names, and no other
+    assert arns == {spec.process.value: real.arn(spec.state_machine) for spec in PROCESSES.values()}
+    assert set(arns.values()) <= {sm.arn for sm in real.state_machines.values()}
     assert env["CALLSIGHT_BUCKET"] in {b.name for b in real.buckets.values()}
 
 
@@ -334,3 +334,18 @@ def _values_of(node: Any, field: str) -> list[Any]:
     if isinstance(node, list):
         return [x for v in node for x in _values_of(v, field)]
     return []
+
+
+def test_real_template_routes_are_the_process_table(real: Template) -> None:
+    """The API's routes are exactly the processes' start and status paths (and the report): one source of facts."""
+    routes = {(route.method, route.path) for route in real.api_routes}
+    expected = ({("POST", spec.start_path) for spec in PROCESSES.values()}
+                | {("GET", spec.status_path) for spec in PROCESSES.values()} | {("GET", REPORT_PATH)})
+    assert routes == expected
+
+
+def test_real_template_finish_run_hears_every_process_state_machine(real: Template) -> None:
+    """An aborted or timed-out execution of any process releases the clinic's lock (EventBridge rule)."""
+    rules = [rule for rule in real.event_rules if rule.function == "FinishRunFunction"]
+    watched = {arn for rule in rules for arn in rule.pattern["detail"]["stateMachineArn"]}
+    assert watched == {real.arn(spec.state_machine) for spec in PROCESSES.values()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 from callsight.dal.calls import CallKey, CallRepository, CounterRepository
@@ -57,3 +58,24 @@ def test_only_failed_and_interrupted_calls_are_redone_unless_forced(table: Table
     assert forced["planned"] == 6 and forced["forced"] == 3
     counts = CounterRepository(table).summed("p2", "transcribe", NOV)
     assert (counts["total"], counts["pending"], counts["success"], counts["failed"]) == (6, 6, 0, 0)
+
+
+def test_weighed_chunks_stay_under_the_budget_and_a_heavy_call_gets_a_chunk_of_its_own(table: Table,
+                                                                                      bucket: str) -> None:
+    calls = CallRepository(table, "p3")
+    keys = _synced(calls, 40)
+    weights = {key.sk: (500 if i == 7 else 10 + i % 5 * 10) for i, key in enumerate(keys)}
+    plan = plan_calls(calls, ObjectStore(bucket), process="transcribe", days=NOV, run_id="r1", force=False,
+                      eligible=needs_transcript, chunk_size=12, weigh=lambda item: weights[item["sk"]], budget=100)
+    chunks = [[entry["sk"] for entry in ObjectStore(bucket).get_json(key)] for key in plan["chunks"]]
+    assert sorted(sk for chunk in chunks for sk in chunk) == [k.sk for k in keys]  # every call once, in order
+    loads = [sum(weights[sk] for sk in chunk) for chunk in chunks]
+    assert all(load <= 100 for load, chunk in zip(loads, chunks, strict=True) if len(chunk) > 1)
+    assert [keys[7].sk] in chunks  # over the budget alone: its own chunk
+    # merging any two neighbours would pass the budget: chunks are as large as they can be
+    assert all(a + b > 100 for a, b in pairwise(loads))
+    # never more than max_chunks: a small budget grows instead
+    capped = plan_calls(calls, ObjectStore(bucket), process="transcribe", days=NOV, run_id="r2", force=False,
+                        eligible=needs_transcript, chunk_size=12, weigh=lambda item: weights[item["sk"]], budget=1,
+                        max_chunks=5)
+    assert len(capped["chunks"]) <= 5 and capped["planned"]["planned"] == 40

@@ -6,8 +6,10 @@ same template). Secrets are never configuration values: only the names of the se
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callsight.processes import PROCESSES, Process
 
 
 class _Config(BaseSettings):
@@ -22,17 +24,31 @@ class _ApiConfig(_Config):
 
 
 class StartProcessConfig(_ApiConfig):
-    sync_state_machine_arn: str = Field(min_length=1)
-    transcribe_state_machine_arn: str = Field(min_length=1)
-    analyze_state_machine_arn: str = Field(min_length=1)
-    #: the sync start waits this long for the run to finish and answers 200 with the summary
-    sync_wait_seconds: float = 20.0
+    #: each process's state machine ARN (JSON object, process -> ARN; template.yaml sets it)
+    state_machine_arns: dict[Process, str]
     max_body_bytes: int = 16 * 1024
     #: a lock whose execution never started (crash between lock and StartExecution) is stale after this
     lock_grace_seconds: int = 60
 
 
+    @field_validator("state_machine_arns")
+    @classmethod
+    def _every_process(cls, value: dict[Process, str]) -> dict[Process, str]:
+        missing = sorted(set(PROCESSES) - {p for p, arn in value.items() if arn})
+        if missing:
+            raise ValueError(f"no state machine ARN for {', '.join(missing)}")
+        return value
+
+
 class ProcessStatusConfig(_ApiConfig):
+    pass
+
+
+class GetReportConfig(_ApiConfig):
+    bucket: str = Field(min_length=1)
+
+
+class BeginStepConfig(_Config):
     pass
 
 
@@ -61,6 +77,8 @@ class PlanCallsConfig(_Config):
     bucket: str = Field(min_length=1)
     #: calls per worker task (one Map item): fewer, larger items cut Step Functions transitions
     calls_per_chunk: int = Field(default=12, ge=1, le=500)
+    #: the recommendations process cuts its chunks by size: estimated tokens of recommendations per chunk
+    report_chunk_tokens: int = Field(default=12_000, ge=500)
 
 
 class OpenAIConfig(_Config):
@@ -92,5 +110,38 @@ class AnalyzeCallsConfig(OpenAIConfig):
     analysis_attempts: int = Field(default=3, ge=1, le=10)
 
 
+class _ReportConfig(OpenAIConfig):
+    #: the report's model: the analysis model unless a clinic's analysis settings name another
+    analysis_model: str = "gpt-4.1-mini"
+    #: estimated tokens of one theming prompt; larger inputs are split (map) and merged (reduce)
+    report_chunk_tokens: int = Field(default=12_000, ge=500)
+    #: an answer failing validation is asked again this many times in all
+    report_attempts: int = Field(default=3, ge=1, le=10)
+
+
+class ThemeCallsConfig(_ReportConfig):
+    pass
+
+
+class BuildReportConfig(_ReportConfig):
+    pass
+
+
+class SyncPostgresConfig(_Config):
+    bucket: str = Field(min_length=1)
+    #: the Secrets Manager secret holding the PostgreSQL URL (postgresql://user:password@host:5432/db?sslmode=...)
+    database_url_secret: str = Field(min_length=1)
+    postgres_batch_size: int = Field(default=1000, ge=1, le=20_000)
+
+
 class AdminConfig(_Config):
     amocrm_secret_prefix: str = Field(min_length=1)
+
+
+class AdminSyncPostgresConfig(_Config):
+    """``callsight-admin sync-postgres``: the stack's table and bucket, and where the database URL is."""
+
+    bucket: str = Field(min_length=1)
+    #: the stack's secret (callsight/<stage>/database-url), used when neither --database-url nor DATABASE_URL is set
+    database_url_secret: str = ""
+    postgres_batch_size: int = Field(default=1000, ge=1, le=20_000)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from callsight.dates import DateRange
+from callsight.processes import Process
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -62,6 +63,26 @@ class StartRequest(RangeRequest):
     force: bool = Field(default=False, description="Redo calls that already succeeded.")
 
 
+class RunTask(StartRequest):
+    """A state machine task's event about one run: the execution's input plus the run's id (its name)."""
+
+    process: Process
+    run_id: str = Field(min_length=1)
+
+
+class ChunkTask(BaseModel):
+    """A Map item's event: one chunk (S3 key of a list of calls) of a run."""
+
+    client_id: str = Field(pattern=CLIENT_ID_PATTERN)
+    process: Process
+    run_id: str = Field(min_length=1)
+    chunk_key: str = Field(min_length=1)
+
+
+class ReportQuery(RangeRequest):
+    format: Literal["json", "md"] = Field(default="json", description="json (default) or md (Markdown, Russian)")
+
+
 class StatusBreakdown(BaseModel):
     pending: int = 0
     processing: int = 0
@@ -91,6 +112,27 @@ class StatusResponse(BaseModel):
     finished_at: str | None = None
     error: str | None = None
     console_url: str | None = None
+    report_url: str | None = Field(default=None, description="recommendations: the range's report, once built")
+    postgres_sync: dict[str, Any] | None = Field(
+        default=None, description="recommendations: the PostgreSQL sync that ends the run (status, rows, error)")
+
+
+class PipelineStatusResponse(BaseModel):
+    """The pipeline's status: its own state, the step that runs, and each step's status answer."""
+
+    overall_status: OverallStatus
+    current_step: str | None = Field(description="the process the pipeline runs now (null when not running)")
+    progress_percentage: float = Field(description="the steps' progress, averaged: 100 once every step ended")
+    client_id: str
+    process: str = "pipeline"
+    start_date: str
+    end_date: str
+    execution_name: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    console_url: str | None = None
+    steps: dict[str, StatusResponse]
 
 
 class StartResponse(BaseModel):

@@ -111,7 +111,7 @@ class CallRepository:
         return True
 
     def transition_many(self, process: str, moves: Iterable[tuple[CallKey, str | None]], to: str, *,
-                        remove: Iterable[str] = ()) -> list[CallKey]:
+                        set_attrs: dict[str, Any] | None = None, remove: Iterable[str] = ()) -> list[CallKey]:
         """Move each ``(call, from)`` to ``to``: the calls of a day in transactions of up to 99 plus the
         day's counter update. A call no longer in its ``from`` cancels its transaction, which then goes
         call by call. Returns the calls moved."""
@@ -126,14 +126,15 @@ class CallRepository:
                 deltas: Counter[str] = Counter()
                 actions = []
                 for key, frm in batch:
-                    actions.append(self._update(key, process, frm, to, remove=remove))
+                    actions.append(self._update(key, process, frm, to, set_attrs=set_attrs, remove=remove))
                     deltas.update(_status_deltas(frm, None, to, None))
                 counter = _counter_update(self.client_id, process, day, dict(deltas))
                 try:
                     self.table.transact([*actions, counter] if counter else actions)
                     moved.extend(key for key, _ in batch)
                 except ConditionFailed:
-                    moved.extend(key for key, frm in batch if self.transition(key, process, frm, to, remove=remove))
+                    moved.extend(key for key, frm in batch
+                                 if self.transition(key, process, frm, to, set_attrs=set_attrs, remove=remove))
         return moved
 
     def _update(self, key: CallKey, process: str, frm: str | None, to: str, *, frm_skip: str | None = None,

@@ -1,4 +1,4 @@
-"""S3: recordings, and the run plans (chunks of calls) the state machines pass by reference."""
+"""S3: recordings, transcripts, reports, and the run plans (chunks of calls) the state machines pass by reference."""
 
 from __future__ import annotations
 
@@ -34,6 +34,21 @@ class ObjectStore:
         body: bytes = _s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return body
 
+    def get_text_or_none(self, key: str) -> str | None:
+        """The object as UTF-8 text, or None when there is no such object."""
+        try:
+            body: bytes = _s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except _s3().exceptions.NoSuchKey:
+            return None
+        return body.decode("utf-8")
+
+    def get_json_or_none(self, key: str) -> Any:
+        text = self.get_text_or_none(key)
+        return None if text is None else json.loads(text)
+
+    def put_text(self, key: str, text: str, content_type: str) -> None:
+        _s3().put_object(Bucket=self.bucket, Key=key, Body=text.encode("utf-8"), ContentType=content_type)
+
     def upload(self, key: str, stream: IO[bytes], content_type: str) -> None:
         _s3().upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
 
@@ -48,3 +63,8 @@ def transcript_key(client_id: str, day: str, call_id: str) -> str:
 
 def plan_key(client_id: str, run_id: str, name: str) -> str:
     return f"runs/{client_id}/{run_id}/{name}.json"
+
+
+def report_key(client_id: str, start: str, end: str, extension: str) -> str:
+    """The range's recommendations report (``json`` or ``md``): one per clinic and range, the latest run's."""
+    return f"reports/{client_id}/{start}_{end}.{extension}"

@@ -18,12 +18,22 @@ class RunRepository:
         return self.table.get(run_pk(client_id, process), _range_sk(days), consistent=False)
 
     def started(self, client_id: str, process: str, days: DateRange, *, execution_name: str,
-                execution_arn: str) -> None:
-        self.table.put({
+                execution_arn: str, pipeline: str | None = None) -> None:
+        """A new run of ``process`` on ``days`` (it replaces the range's previous one); ``pipeline``: the
+        pipeline execution that started it."""
+        item = {
             "pk": run_pk(client_id, process), "sk": _range_sk(days), "client_id": client_id, "process": process,
             "start_date": days.start.isoformat(), "end_date": days.end.isoformat(), "status": RUNNING,
             "execution_name": execution_name, "execution_arn": execution_arn, "started_at": utc_now_iso(),
-        })
+        }
+        if pipeline:
+            item["pipeline"] = pipeline
+        self.table.put(item)
+
+    def set_fields(self, client_id: str, process: str, days: DateRange, *, execution_name: str,
+                   fields: dict[str, Any]) -> bool:
+        """Add facts to *this* execution's run (a report pointer, a step started); False if the run is another's."""
+        return self._update_own(client_id, process, days, execution_name, fields)
 
     def finished(self, client_id: str, process: str, days: DateRange, *, execution_name: str, status: str,
                  error: str | None = None, summary: dict[str, Any] | None = None) -> bool:
@@ -31,12 +41,21 @@ class RunRepository:
         sets = {"status": status, "finished_at": utc_now_iso(), "summary": summary or {}}
         if error:
             sets["error"] = error[:1000]
-        names = {f"#a{i}": k for i, k in enumerate(sets)} | {"#st": "status", "#ex": "execution_name"}
-        values = {f":a{i}": v for i, v in enumerate(sets.values())} | {":running": RUNNING, ":ex": execution_name}
+        return self._update_own(client_id, process, days, execution_name, sets, only_running=True)
+
+    def _update_own(self, client_id: str, process: str, days: DateRange, execution_name: str,
+                    fields: dict[str, Any], *, only_running: bool = False) -> bool:
+        """SET ``fields`` on the range's run if ``execution_name`` is its execution (and, optionally, it runs)."""
+        names = {f"#f{i}": k for i, k in enumerate(fields)} | {"#ex": "execution_name"}
+        values = {f":f{i}": v for i, v in enumerate(fields.values())} | {":ex": execution_name}
+        condition = "#ex = :ex"
+        if only_running:
+            names["#st"], values[":running"] = "status", RUNNING
+            condition += " AND #st = :running"
         try:
             self.table.update(run_pk(client_id, process), _range_sk(days),
-                              "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(sets))),
-                              names=names, values=values, condition="#st = :running AND #ex = :ex")
+                              "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+                              names=names, values=values, condition=condition)
         except ConditionFailed:
             return False
         return True

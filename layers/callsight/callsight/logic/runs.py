@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
@@ -27,7 +28,7 @@ from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import ProcessAlreadyRunning
 from callsight.models import StatusBreakdown, StatusResponse
-from callsight.processes import CallStatus
+from callsight.processes import REPORT_PATH, CallStatus, Process
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -150,7 +151,19 @@ def build_status(table: Table, *, client_id: str, process: str, days: DateRange)
         execution_name=run.get("execution_name") if run else None,
         started_at=run.get("started_at") if run else None, finished_at=run.get("finished_at") if run else None,
         error=error, console_url=console_url(run.get("execution_arn")) if run else None,
+        **(_report_fields(client_id, days, run) if process == Process.RECOMMENDATIONS else {}),
     )
+
+
+def _report_fields(client_id: str, days: DateRange, run: dict[str, Any] | None) -> dict[str, Any]:
+    """The recommendations run's report link and the state of the PostgreSQL sync that ends it."""
+    if not run:
+        return {}
+    query = urlencode({"client_id": client_id, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()})
+    postgres = dict(run.get("postgres") or {"status": "pending"})
+    if run.get("status") != RUNNING and postgres.get("status") in ("pending", "processing"):
+        postgres["status"] = "failed" if run.get("status") != "SUCCEEDED" else postgres["status"]
+    return {"report_url": f"{REPORT_PATH}?{query}" if run.get("report_key") else None, "postgres_sync": postgres}
 
 
 def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, run_id: str, outcome: str,

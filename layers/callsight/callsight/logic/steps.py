@@ -24,6 +24,7 @@ from callsight.dal.recordings import ObjectStore, plan_key
 from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import CallFailed
+from callsight.models import ChunkTask
 from callsight.processes import CallStatus, Process
 
 logger = Logger(child=True)
@@ -49,17 +50,27 @@ def needs_analysis(call: dict[str, Any]) -> bool:
     return call.get("transcribe_status") == SUCCESS and bool(call.get("transcript_key"))
 
 
+def needs_report(call: dict[str, Any]) -> bool:
+    """Calls with an analysis: their recommendations go into the range's report."""
+    return call.get("analyze_status") == SUCCESS and isinstance(call.get("analysis"), dict)
+
+
 ELIGIBLE: dict[str, Callable[[dict[str, Any]], bool]] = {
     Process.TRANSCRIBE.value: needs_transcript,
     Process.ANALYZE.value: needs_analysis,
+    Process.RECOMMENDATIONS.value: needs_report,
 }
 
 
 def plan_calls(calls: CallRepository, store: ObjectStore, *, process: str, days: DateRange, run_id: str,
                force: bool, eligible: Callable[[dict[str, Any]], bool], chunk_size: int,
-               max_chunks: int = MAX_CHUNKS) -> dict[str, Any]:
+               max_chunks: int = MAX_CHUNKS, weigh: Callable[[dict[str, Any]], int] | None = None,
+               budget: int = 0) -> dict[str, Any]:
     """Put the range's calls that need ``process`` in ``pending``; write them to S3 in chunks of
-    ``chunk_size`` calls, or larger ones when that would make more than ``max_chunks``."""
+    ``chunk_size`` calls, or larger ones when that would make more than ``max_chunks``.
+
+    With ``weigh``, a chunk is instead cut where its calls' weights (say, the tokens of a prompt) would
+    pass ``budget`` (a heavier call has a chunk of its own), again never more than ``max_chunks``."""
     attr = status_attr(process)
     wanted = [item for item in calls.in_range(days) if eligible(item)]
     movable = [item for item in wanted if item.get(attr) in (None, FAILED, PROCESSING)
@@ -68,18 +79,35 @@ def plan_calls(calls: CallRepository, store: ObjectStore, *, process: str, days:
                                            PENDING, remove=[f"{process}_error"]))
     moved = Counter(str(item.get(attr)) for item in movable if CallKey.from_sk(item["sk"]) in moved_keys)
     # a call that changed meanwhile (not moved) is left to a later run
-    pending = [{"sk": item["sk"]} for item in wanted
-               if item.get(attr) == PENDING or CallKey.from_sk(item["sk"]) in moved_keys]
-    size = max(chunk_size, -(-len(pending) // max_chunks))  # a huge range gets larger chunks, never more of them
+    pending = [item for item in wanted if item.get(attr) == PENDING or CallKey.from_sk(item["sk"]) in moved_keys]
     chunks = []
-    for i in range(0, len(pending), size):
-        key = plan_key(calls.client_id, run_id, f"{process}-{i // size:05d}")
-        store.put_json(key, pending[i:i + size])
+    for number, chunk in enumerate(_chunked(pending, chunk_size, max_chunks, weigh, budget)):
+        key = plan_key(calls.client_id, run_id, f"{process}-{number:05d}")
+        store.put_json(key, [{"sk": item["sk"]} for item in chunk])
         chunks.append(key)
     planned = {"planned": len(pending), "new": moved["None"], "retried_failed": moved[FAILED],
                "recovered_processing": moved[PROCESSING], "forced": moved[SUCCESS], "chunks": len(chunks)}
     logger.info("calls planned", extra={"step": process, **planned})
     return {"chunks": chunks, "planned": planned}
+
+
+def _chunked(items: list[dict[str, Any]], size: int, max_chunks: int, weigh: Callable[[dict[str, Any]], int] | None,
+             budget: int) -> list[list[dict[str, Any]]]:
+    if weigh is None:
+        size = max(size, -(-len(items) // max_chunks))  # a huge range gets larger chunks, never more of them
+        return [items[i:i + size] for i in range(0, len(items), size)]
+    weights = [max(1, weigh(item)) for item in items]
+    # two neighbouring chunks always weigh more than the budget, so 2 x total / budget bounds their number
+    budget = max(budget, -(-2 * sum(weights) // max_chunks))
+    chunks: list[list[dict[str, Any]]] = []
+    load = 0
+    for item, weight in zip(items, weights, strict=True):
+        if not chunks or load + weight > budget:
+            chunks.append([])
+            load = 0
+        chunks[-1].append(item)
+        load += weight
+    return chunks
 
 
 class ChunkWorker:
@@ -124,12 +152,12 @@ class ChunkWorker:
         return FAILED
 
 
-def run_chunk(event: dict[str, Any], *, process: str, table: Table, store: ObjectStore, concurrency: int,
+def run_chunk(task: ChunkTask, *, table: Table, store: ObjectStore, concurrency: int,
               work_for: Callable[[CallRepository], Work]) -> dict[str, int]:
-    """A worker task's whole job: the chunk ``event["chunk_key"]`` of ``event["client_id"]``'s run."""
-    calls = CallRepository(table, event["client_id"])
-    worker = ChunkWorker(process=process, run_id=event["run_id"], calls=calls, concurrency=concurrency,
+    """A worker task's whole job: the chunk ``task.chunk_key`` of the client's run of ``task.process``."""
+    calls = CallRepository(table, task.client_id)
+    worker = ChunkWorker(process=task.process.value, run_id=task.run_id, calls=calls, concurrency=concurrency,
                          work=work_for(calls))
-    result = worker.run(store.get_json(event["chunk_key"]))
-    logger.info("chunk done", extra={"step": process, **result})
+    result = worker.run(store.get_json(task.chunk_key))
+    logger.info("chunk done", extra={"step": task.process.value, **result})
     return result
