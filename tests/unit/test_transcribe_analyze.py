@@ -73,6 +73,23 @@ def test_a_long_recording_is_split_and_the_parts_joined(table: Table, bucket: st
     assert len(transcript["lines"]) >= transcript["parts"]  # no part's words dropped by the join
 
 
+def test_timed_segments_give_each_line_its_times_in_the_whole_recording(table: Table, bucket: str,
+                                                                        stub: OpenAIStub) -> None:
+    call = max(_answered(40), key=lambda c: c.duration)
+    key = _store_call(table, bucket, call)
+    timed = TranscriptionSettings(**{**SETTINGS.__dict__, "response_format": "verbose_json", "model": "whisper-1",
+                                     "max_audio_seconds": 1.5})
+    result = Transcriber(calls=CallRepository(table, "c"), store=ObjectStore(bucket), client=_client(stub),
+                         settings=timed).transcribe(key, _item(table, key))
+    transcript = ObjectStore(bucket).get_json(result["transcript_key"])
+    lines, segments = transcript["lines"], transcript["segments"]
+    assert transcript["parts"] >= 2 and len(lines) == len([s for s in segments if s["text"].strip()])
+    assert [(line["start"], line["end"]) for line in lines] == [(s["start"], s["end"]) for s in segments
+                                                                if s["text"].strip()]
+    starts = [line["start"] for line in lines]
+    assert starts == sorted(starts) and starts[-1] > 1.5  # the later parts' times are shifted, not restarted
+
+
 def test_transcript_lines_are_labelled_by_speaker(table: Table, bucket: str, stub: OpenAIStub) -> None:
     calls = _answered(12)
     right = total = 0

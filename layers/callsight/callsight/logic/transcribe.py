@@ -51,14 +51,18 @@ class Transcriber:
             raise CallFailed(f"transcription impossible: {exc}") from None
         results = [(part, self._transcribe_part(part.data, part.filename)) for part in parts]
         joined = join_transcripts(results)
-        segments = [t for t in (str(s.get("text", "")).strip() for s in joined.get("segments") or []) if t]
+        timed = [s for s in joined.get("segments") or [] if str(s.get("text", "")).strip()]
+        segments = [str(s["text"]).strip() for s in timed]
         # without timed segments, sentences: one speaker often says several in a row, so switching is cheaper
         texts = segments or [t for t in _SENTENCE.split(str(joined.get("text", "")).strip()) if t]
         if not texts:
             raise CallFailed("the transcription came back empty (silence or no speech)")
         labels = label_speakers(texts, direction=call.get("direction", "incoming"),
                                 same_speaker_penalty=2.5 if segments else 0.5)
-        lines = labelled_lines(texts, labels)
+        lines: list[dict[str, Any]] = list(labelled_lines(texts, labels))
+        if segments:  # each line is a segment: its times (shifted to the whole recording) go with it
+            for line, segment in zip(lines, timed, strict=True):
+                line.update({k: float(segment[k]) for k in ("start", "end") if isinstance(segment.get(k), int | float)})
         transcript = {"call_id": call["call_id"], "model": self.settings.model, "language": self.settings.language,
                       "text": joined.get("text", ""), "segments": joined.get("segments") or [], "lines": lines,
                       "parts": len(parts)}

@@ -243,18 +243,35 @@ def phone_hash(client_id: str, phone: Any) -> str | None:
 
 def transcript_line_rows(client_id: str, call_id: str, transcript: Any) -> tuple[TranscriptLineRow, ...]:
     """One row per entry of the transcript's ``lines`` (1-based ``line_no``); nothing for an odd transcript."""
+    return tuple(TranscriptLineRow(*values) for values in transcript_line_values(client_id, call_id, transcript))
+
+
+#: a transcript line's columns, in TranscriptLineRow's order
+LineValues = tuple[str, str, int, str | None, float | None, float | None, str | None]
+
+
+def transcript_line_values(client_id: str, call_id: str, transcript: Any) -> list[LineValues]:
+    """``transcript_line_rows`` as plain tuples, what COPY sends: most of a sync's rows are transcript lines, so
+    the common case (strings and floats) is checked inline and the general helpers only see the odd values."""
     lines = transcript.get("lines") if _is_mapping(transcript) else None
     if not isinstance(lines, list | tuple):
-        return ()
-    rows = []
+        return []
+    values: list[LineValues] = []
+    append = values.append
     for line_no, line in enumerate(lines, start=1):
-        if _is_mapping(line):
-            rows.append(TranscriptLineRow(client_id, call_id, line_no, _text(line.get("speaker")),
-                                          _float(line.get("start")), _float(line.get("end")), _text(line.get("text"))))
+        if type(line) is dict or _is_mapping(line):
+            speaker, start, end, text = line.get("speaker"), line.get("start"), line.get("end"), line.get("text")
+            append((client_id, call_id, line_no,
+                    (speaker.replace("\x00", "") or None) if type(speaker) is str else _text(speaker),
+                    None if start is None else start if type(start) is float and -REAL_MAX <= start <= REAL_MAX
+                    else _float(start),
+                    None if end is None else end if type(end) is float and -REAL_MAX <= end <= REAL_MAX
+                    else _float(end),
+                    (text.replace("\x00", "") or None) if type(text) is str else _text(text)))
         else:
-            rows.append(TranscriptLineRow(client_id, call_id, line_no, None, None, None,
-                                          line.replace("\x00", "") or None if isinstance(line, str) else None))
-    return tuple(rows)
+            append((client_id, call_id, line_no, None, None, None,
+                    (line.replace("\x00", "") or None) if isinstance(line, str) else None))
+    return values
 
 
 def report_rows(client_id: str, start_date: date, end_date: date, report: Any,

