@@ -72,6 +72,8 @@ TABLES = ("clinics", "calls", "transcript_lines", "analyses", "criterion_scores"
 #: child tables whose rows the batch's calls no longer have are deleted
 CHILD_TABLES = ("transcript_lines", "analyses", "criterion_scores", "recommendations")
 JSONB_OID = 3802
+#: calls in the first batch: it is mapped before anything can be written
+FIRST_BATCH = 200
 
 TranscriptLoader = Callable[[str], Mapping[str, Any] | None]
 _Types = dict[str, dict[str, int]]
@@ -163,7 +165,7 @@ class _Batch:
 
 
 def _prepare_batch(items: list[Any], clinic: ClinicRow, transcript: TranscriptLoader,
-                   loads: ThreadPoolExecutor) -> _Batch:
+                   loads: ThreadPoolExecutor, workers: int) -> _Batch:
     """Map one batch's items (the later item of a repeated call wins) and load and map their transcripts."""
     tz = zone(clinic.timezone)
     mapped: dict[str, CallRows] = {}
@@ -176,21 +178,23 @@ def _prepare_batch(items: list[Any], clinic: ClinicRow, transcript: TranscriptLo
         if rows.call.call_id in mapped:
             skipped[Skip.DUPLICATE.value] += 1
         mapped[rows.call.call_id] = rows
-    futures = {call_id: loads.submit(_load_lines, transcript, rows.transcript_key, clinic.client_id, call_id)
-               for call_id, rows in mapped.items() if rows.transcript_key is not None}
+    # one task per worker, each loading its share of the transcripts in turn: as many loads in flight as workers,
+    # without a task (and a thread hand-off) per call
+    wanted = [(call_id, rows.transcript_key) for call_id, rows in mapped.items() if rows.transcript_key is not None]
+    shares = [loads.submit(_load_share, transcript, wanted[i::workers], clinic.client_id) for i in range(workers)]
+    loaded = {call_id: result for share in shares for call_id, result in share.result().items()}
     calls = list(mapped.values())
     batch = _Batch(calls, [], {}, skipped)
     lines: list[LineValues] = []
     for call_id in mapped:
-        future = futures.get(call_id)
-        if future is None:
+        if call_id not in loaded:
             batch.lines_kept[call_id] = 0
             continue
-        try:
-            missing, its_lines = future.result()
-        except Exception:  # an unreadable transcript must not stop the clinic's sync; its lines stay as they are
+        outcome = loaded[call_id]
+        if outcome is None:  # an unreadable transcript must not stop the clinic's sync; its lines stay as they are
             batch.transcripts_failed += 1
             continue
+        missing, its_lines = outcome
         batch.transcripts_missing += missing
         lines.extend(its_lines)
         batch.lines_kept[call_id] = len(its_lines)
@@ -214,10 +218,17 @@ def _column_types(conn: psycopg.Connection[Any]) -> _Types:
     return types
 
 
-def _load_lines(transcript: TranscriptLoader, key: str, client_id: str,
-                call_id: str) -> tuple[bool, list[LineValues]]:
-    loaded = transcript(key)
-    return loaded is None, transcript_line_values(client_id, call_id, loaded)
+def _load_share(transcript: TranscriptLoader, share: list[tuple[str, str]],
+                client_id: str) -> dict[str, tuple[bool, list[LineValues]] | None]:
+    """call_id -> (no transcript stored, its lines), or None when loading it failed."""
+    loaded: dict[str, tuple[bool, list[LineValues]] | None] = {}
+    for call_id, key in share:
+        try:
+            found = transcript(key)
+            loaded[call_id] = found is None, transcript_line_values(client_id, call_id, found)
+        except Exception:
+            loaded[call_id] = None
+    return loaded
 
 
 def _values(table: type[Row], rows: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -319,8 +330,8 @@ class PostgresSync:
         mapper = ThreadPoolExecutor(1, thread_name_prefix="pg-map")
         try:
             ready: Future[_Batch] | None = None
-            for items in _chunks(calls, self.batch_size):
-                upcoming = mapper.submit(_prepare_batch, items, clinic, transcript, loads)
+            for items in _chunks(calls, self.batch_size, first=min(self.batch_size, FIRST_BATCH)):
+                upcoming = mapper.submit(_prepare_batch, items, clinic, transcript, loads, self.transcript_workers)
                 if ready is not None:
                     self._write_batch(conn, clinic.client_id, ready.result(), summary, types)
                 ready = upcoming
@@ -484,13 +495,16 @@ def _insert_sql(table: type[Row]) -> sql.Composed:
         sql.Identifier(table.TABLE), names, names, sql.Identifier(f"stage_{table.TABLE}"))
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def _chunks(items: Iterable[Any], size: int, first: int | None = None) -> Iterator[list[Any]]:
+    """Chunks of ``size`` items; the first of ``first`` (a small first batch starts the writes sooner: the next
+    batch is mapped while the current one is written)."""
     chunk: list[Any] = []
+    limit = first or size
     for item in items:
         chunk.append(item)
-        if len(chunk) == size:
+        if len(chunk) == limit:
             yield chunk
-            chunk = []
+            chunk, limit = [], size
     if chunk:
         yield chunk
 
