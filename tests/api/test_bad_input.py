@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from callsight.processes import Process
 from tests.api.conftest import SYNC, SYNC_STATUS
 
 GOOD = {"client_id": "demo", "start_date": "2026-11-01", "end_date": "2026-11-02"}
@@ -87,3 +88,14 @@ def test_the_frontend_may_read_every_answer_cross_origin(api: httpx.Client) -> N
                                            headers=origin))):
         assert answer.status_code == expected, answer.text
         assert answer.headers.get("Access-Control-Allow-Origin") == "*", (answer.status_code, answer.headers)
+
+
+@pytest.mark.parametrize("process", list(Process), ids=str)
+def test_every_process_start_and_status_names_the_bad_field(api: httpx.Client, process: Process) -> None:
+    """The same 4xx for bad input on every route of the process table, the new ones included."""
+    start = api.post(process.spec.start_path, json={**GOOD, "start_date": "2026-13-01"})
+    assert start.status_code == 400 and start.json()["errors"][0]["field"] == "start_date", start.text
+    status = api.get(process.spec.status_path, params={**GOOD, "end_date": "2026-10-01"})
+    assert status.status_code == 400 and status.json()["errors"][0]["field"] == "end_date", status.text
+    unknown = api.get(process.spec.status_path, params={**GOOD, "client_id": "no-such-clinic"})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "client_not_found"
