@@ -20,14 +20,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from callsight.postgres.sync import TABLES as BI_TABLES
 from callsight.processes import PIPELINE_STEPS, REPORT_PATH, Process
 from infra.platform import LocalPlatform
 
 DEMO_CLIENT = "demo"
 FINISHED = ("completed", "partial", "failed")
-#: the PostgreSQL tables the demo counts (callsight/postgres/migrations)
-BI_TABLES = ("clinics", "calls", "transcript_lines", "analyses", "criterion_scores", "recommendations", "reports",
-             "report_problems")
 
 
 def demo_range(days: int = 31, tz: str = "Europe/Moscow") -> tuple[str, str]:

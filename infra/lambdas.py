@@ -19,7 +19,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -177,6 +178,16 @@ class LambdaDispatcher:
         self._modules[spec.logical_id] = module
         handler: Handler = function
         return handler
+
+    @contextmanager
+    def replaced(self, logical_id: str, wrap: Callable[[Handler], Handler]) -> Iterator[None]:
+        """Within the block, the function runs ``wrap(its handler)`` (a test's fault injection), then its own."""
+        real = self.handler(logical_id)
+        self._handlers[logical_id] = wrap(real)
+        try:
+            yield
+        finally:
+            self._handlers[logical_id] = real
 
     def unload(self) -> None:
         """Forget the imported handler modules (the next platform gets cold starts again)."""

@@ -111,8 +111,9 @@ class LocalPlatform:
         return self.template.arn(Process(process).spec.state_machine)
 
     def execution_arn(self, process: str, execution_name: str) -> str:
-        machine = self.state_machine_arn(process)
-        return f"{machine.replace(':stateMachine:', ':execution:')}:{execution_name}"
+        from callsight.logic.runs import execution_arn
+
+        return execution_arn(self.state_machine_arn(process), execution_name)
 
     def boto3_client(self, service: str) -> Any:
         """A boto3 client of the embedded AWS (moto)."""

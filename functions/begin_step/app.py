@@ -6,24 +6,15 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field
 
 from callsight.config import BeginStepConfig
 from callsight.dal.table import Table
 from callsight.logic.pipeline import begin_step
-from callsight.models import StartRequest
-from callsight.processes import Process
+from callsight.models import BeginStepTask
 
 CONFIG = BeginStepConfig()
 logger = Logger()
 table = Table(CONFIG.table_name)
-
-
-class BeginStepTask(StartRequest):
-    process: Process
-    pipeline_run_id: str = Field(min_length=1)
-    pipeline_execution_arn: str | None = None
-    state_machine_arn: str = Field(min_length=1)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -6,7 +6,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field
 
 from callsight.config import BuildReportConfig
 from callsight.dal.calls import CallRepository
@@ -16,7 +15,7 @@ from callsight.dal.runs import RunRepository
 from callsight.dal.table import Table
 from callsight.llm import openai_client
 from callsight.logic.recommendations import build_range_report
-from callsight.models import RunTask
+from callsight.models import BuildReportTask
 from callsight.report import ThemeWriter
 
 CONFIG = BuildReportConfig()
@@ -24,10 +23,6 @@ logger = Logger()
 tracer = Tracer()
 table = Table(CONFIG.table_name)
 store = ObjectStore(CONFIG.bucket)
-
-
-class BuildReportTask(RunTask):
-    chunks: list[str] = Field(default_factory=list, description="the plan's chunk keys (their themes beside them)")
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -15,10 +15,10 @@ from callsight.config import PlanCallsConfig
 from callsight.dal.calls import CallRepository
 from callsight.dal.recordings import ObjectStore
 from callsight.dal.table import Table
-from callsight.logic.recommendations import recommendation_tokens
 from callsight.logic.steps import ELIGIBLE, plan_calls
 from callsight.models import RunTask
 from callsight.processes import Process
+from callsight.report import recommendation_tokens
 
 CONFIG = PlanCallsConfig()
 logger = Logger()

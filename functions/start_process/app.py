@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 import boto3
 from aws_lambda_powertools import Logger, Tracer
@@ -22,7 +21,7 @@ from callsight.config import StartProcessConfig
 from callsight.dal.table import Table
 from callsight.http import as_json_request, error, rest_api, too_large
 from callsight.logic.runs import RunStarter, console_url
-from callsight.models import StartRequest, StartResponse
+from callsight.models import StartRequest, StartResponse, range_query
 from callsight.processes import PROCESSES, ProcessSpec
 
 CONFIG = StartProcessConfig()
@@ -50,8 +49,7 @@ def _start(spec: ProcessSpec, request: StartRequest) -> Response[Any]:
     run = starter.start(client_id=request.client_id, process=process.value, days=request.range,
                         state_machine_arn=CONFIG.state_machine_arns[process], force=request.force)
     logger.info("run started", extra={"pipeline_process": process.value, "execution": run.execution_name})
-    query = urlencode({"client_id": request.client_id, "start_date": request.start_date.isoformat(),
-                       "end_date": request.end_date.isoformat()})
+    query = range_query(request.client_id, request.range)
     answer = StartResponse(
         status="accepted", message=f"{process.label} started; poll the status URL every 5 s",
         client_id=request.client_id, process=process.value, start_date=request.start_date.isoformat(),

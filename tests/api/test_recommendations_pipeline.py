@@ -6,8 +6,8 @@ import io
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Callable
+from contextlib import redirect_stdout
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from callsight import admin
 from callsight.processes import PIPELINE_STEPS, REPORT_PATH
+from infra.lambdas import Handler
 from infra.platform import DATABASE_SECRET_ID, LocalPlatform
 from tests.api.conftest import (
     ANALYZE,
@@ -144,29 +145,22 @@ def test_pipeline_runs_all_five_processes_and_the_report_counts_the_stored_analy
         [(p["title"], p["calls"]) for p in report["problems"]]
 
 
-@contextmanager
-def _failing(platform: LocalPlatform, logical_id: str, client_id: str) -> Iterator[None]:
-    """The function's handler crashes for one clinic (as an out-of-memory or a bug would), for every delivery."""
-    dispatcher = platform.dispatcher
-    assert dispatcher is not None
-    real = dispatcher.handler(logical_id)
-
-    def crashing(event: Any, context: Any) -> Any:
-        if isinstance(event, dict) and event.get("client_id") == client_id:
-            raise RuntimeError("injected crash: the analysis worker died")
-        return real(event, context)
-
-    dispatcher._handlers[logical_id] = crashing
-    try:
-        yield
-    finally:
-        dispatcher._handlers[logical_id] = real
+def _crashing_for(client_id: str) -> Callable[[Handler], Handler]:
+    """A handler that crashes for one clinic (as an out-of-memory or a bug would), for every delivery."""
+    def wrap(real: Handler) -> Handler:
+        def crashing(event: Any, context: Any) -> Any:
+            if isinstance(event, dict) and event.get("client_id") == client_id:
+                raise RuntimeError("injected crash: the analysis worker died")
+            return real(event, context)
+        return crashing
+    return wrap
 
 
 def test_a_pipeline_whose_analysis_fails_stops_there_with_the_error_shown(
         api: httpx.Client, platform: LocalPlatform, new_client: Any, month: dict[str, str]) -> None:
     client_id = new_client()
-    with _failing(platform, "AnalyzeCallsFunction", client_id):
+    assert platform.dispatcher is not None
+    with platform.dispatcher.replaced("AnalyzeCallsFunction", _crashing_for(client_id)):
         assert api.post(PIPELINE, json={"client_id": client_id, **month}).status_code == 202
         final = _wait_pipeline(api, client_id, month, [])
     assert final["overall_status"] == "failed"

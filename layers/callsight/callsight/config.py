@@ -129,7 +129,7 @@ class BuildReportConfig(_ReportConfig):
 
 class SyncPostgresConfig(_Config):
     bucket: str = Field(min_length=1)
-    #: the Secrets Manager secret holding the PostgreSQL URL (postgresql://user:password@host:5432/db?sslmode=...)
+    #: the Secrets Manager secret holding the PostgreSQL URL (postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=...)
     database_url_secret: str = Field(min_length=1)
     postgres_batch_size: int = Field(default=1000, ge=1, le=20_000)
 
@@ -138,10 +138,8 @@ class AdminConfig(_Config):
     amocrm_secret_prefix: str = Field(min_length=1)
 
 
-class AdminSyncPostgresConfig(_Config):
-    """``callsight-admin sync-postgres``: the stack's table and bucket, and where the database URL is."""
+class AdminSyncPostgresConfig(SyncPostgresConfig):
+    """``callsight-admin sync-postgres``: the function's settings; the secret (callsight/<stage>/database-url) is
+    needed only when neither --database-url nor DATABASE_URL is given."""
 
-    bucket: str = Field(min_length=1)
-    #: the stack's secret (callsight/<stage>/database-url), used when neither --database-url nor DATABASE_URL is set
     database_url_secret: str = ""
-    postgres_batch_size: int = Field(default=1000, ge=1, le=20_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,6 +25,11 @@ def parse_day(value: Any, field: str) -> date:
         return date.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(f"{field} is not a real calendar date: {value!r}") from None
+
+
+def range_query(client_id: str, days: DateRange) -> str:
+    """The query string of a range's GET endpoints (status, report), in the short date spelling."""
+    return urlencode({"client_id": client_id, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()})
 
 
 class RangeRequest(BaseModel):
@@ -79,6 +85,21 @@ class ChunkTask(BaseModel):
     chunk_key: str = Field(min_length=1)
 
 
+class BuildReportTask(RunTask):
+    """The report's reduce task: the run and the plan's chunk keys (each chunk's themes are stored beside it)."""
+
+    chunks: list[str] = Field(default_factory=list)
+
+
+class BeginStepTask(StartRequest):
+    """A pipeline step about to start: its process, the pipeline execution, and the step's state machine."""
+
+    process: Process
+    pipeline_run_id: str = Field(min_length=1)
+    pipeline_execution_arn: str | None = None
+    state_machine_arn: str = Field(min_length=1)
+
+
 class ReportQuery(RangeRequest):
     format: Literal["json", "md"] = Field(default="json", description="json (default) or md (Markdown, Russian)")
 
@@ -91,6 +112,19 @@ class StatusBreakdown(BaseModel):
 
 
 OverallStatus = Literal["pending", "processing", "completed", "partial", "failed"]
+
+
+class PostgresSyncStatus(BaseModel):
+    """The PostgreSQL sync that ends a recommendations run, as stored on the run (``postgres``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["pending", "processing", "completed", "failed"] = "pending"
+    rows: dict[str, int] = Field(default_factory=dict, description="the range's rows in each table after the sync")
+    upserted: dict[str, int] = Field(default_factory=dict, description="rows this sync inserted or changed")
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 class StatusResponse(BaseModel):
@@ -113,8 +147,8 @@ class StatusResponse(BaseModel):
     error: str | None = None
     console_url: str | None = None
     report_url: str | None = Field(default=None, description="recommendations: the range's report, once built")
-    postgres_sync: dict[str, Any] | None = Field(
-        default=None, description="recommendations: the PostgreSQL sync that ends the run (status, rows, error)")
+    postgres_sync: PostgresSyncStatus | None = Field(
+        default=None, description="recommendations: the PostgreSQL sync that ends the run")
 
 
 class PipelineStatusResponse(BaseModel):

@@ -17,7 +17,7 @@ from callsight.dal.runs import RunRepository
 from callsight.dal.table import Table
 from callsight.dates import DateRange, utc_now_iso
 from callsight.errors import CallsightError
-from callsight.models import RunTask
+from callsight.models import PostgresSyncStatus, RunTask
 from callsight.postgres import PostgresSync, PostgresUnavailable
 
 logger = Logger(child=True)
@@ -36,7 +36,7 @@ def database_url_from_secret(secret_name: str) -> str:
     if not value:
         raise DatabaseNotConfigured(
             f"no PostgreSQL URL in the secret {secret_name}: set it with `aws secretsmanager put-secret-value "
-            f"--secret-id {secret_name} --secret-string postgresql://user:password@host:5432/db?sslmode=require`")
+            f"--secret-id {secret_name} --secret-string postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=require`")
     return value
 
 
@@ -63,18 +63,20 @@ def sync_range_to_postgres(*, table: Table, store: ObjectStore, client_id: str, 
 def sync_run_to_postgres(*, table: Table, store: ObjectStore, runs: RunRepository, task: RunTask, database_url: str,
                          batch_size: int) -> dict[str, Any]:
     """The run's last task: the sync, with its state on the run (the status answer's ``postgres_sync``)."""
-    def state(fields: dict[str, Any]) -> None:
+    def state(**fields: Any) -> None:
+        stored = PostgresSyncStatus(**fields).model_dump(exclude_none=True)
         runs.set_fields(task.client_id, task.process.value, task.range, execution_name=task.run_id,
-                        fields={"postgres": fields})
+                        fields={"postgres": stored})
 
-    state({"status": "processing", "started_at": utc_now_iso()})
+    started = utc_now_iso()
+    state(status="processing", started_at=started)
     try:
         summary = sync_range_to_postgres(table=table, store=store, client_id=task.client_id, days=task.range,
                                          database_url=database_url, batch_size=batch_size)
     except PostgresUnavailable as exc:
-        state({"status": "failed", "error": str(exc), "finished_at": utc_now_iso()})
+        state(status="failed", error=str(exc), started_at=started, finished_at=utc_now_iso())
         raise
-    state({"status": "completed", "finished_at": utc_now_iso(), "rows": summary["rows"],
-           "upserted": summary["upserted"]})
+    state(status="completed", rows=summary["rows"], upserted=summary["upserted"], started_at=started,
+          finished_at=utc_now_iso())
     logger.info("PostgreSQL sync done", extra=summary)
     return summary

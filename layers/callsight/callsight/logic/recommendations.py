@@ -24,7 +24,6 @@ from callsight.report import (
     ReportFailed,
     ThemeWriter,
     build_report,
-    estimate_tokens,
     recommendations_of,
     render_markdown,
 )
@@ -38,11 +37,6 @@ PENDING, PROCESSING, SUCCESS, FAILED = (s.value for s in CallStatus)
 def themes_key(chunk_key: str) -> str:
     """Where a chunk's themes are stored: beside the chunk's plan."""
     return chunk_key.removesuffix(".json") + ".themes.json"
-
-
-def recommendation_tokens(call: dict[str, Any]) -> int:
-    """A call's weight in a theming prompt: its recommendations' estimated tokens (a numbered line each)."""
-    return sum(estimate_tokens(rec.text) + 4 for rec in recommendations_of(call))
 
 
 class ThemeChunkWorker:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
@@ -27,7 +26,7 @@ from callsight.dal.runs import RUNNING, ClientLock, RunRepository
 from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import ProcessAlreadyRunning
-from callsight.models import StatusBreakdown, StatusResponse
+from callsight.models import PostgresSyncStatus, StatusBreakdown, StatusResponse, range_query
 from callsight.processes import REPORT_PATH, CallStatus, Process
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -159,11 +158,11 @@ def _report_fields(client_id: str, days: DateRange, run: dict[str, Any] | None) 
     """The recommendations run's report link and the state of the PostgreSQL sync that ends it."""
     if not run:
         return {}
-    query = urlencode({"client_id": client_id, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()})
-    postgres = dict(run.get("postgres") or {"status": "pending"})
-    if run.get("status") != RUNNING and postgres.get("status") in ("pending", "processing"):
-        postgres["status"] = "failed" if run.get("status") != "SUCCEEDED" else postgres["status"]
-    return {"report_url": f"{REPORT_PATH}?{query}" if run.get("report_key") else None, "postgres_sync": postgres}
+    postgres = PostgresSyncStatus.model_validate(run.get("postgres") or {})
+    if run.get("status") not in (RUNNING, "SUCCEEDED") and postgres.status in ("pending", "processing"):
+        postgres.status = "failed"  # the run ended before or during the sync
+    report_url = f"{REPORT_PATH}?{range_query(client_id, days)}" if run.get("report_key") else None
+    return {"report_url": report_url, "postgres_sync": postgres}
 
 
 def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, run_id: str, outcome: str,

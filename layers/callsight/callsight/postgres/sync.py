@@ -17,7 +17,7 @@ hashtext(client_id))``), so two syncs of one clinic run one after the other and 
 migrations take their own lock before it, so the two never wait on each other. Session locks need a real session:
 behind PgBouncer use session pooling (transaction pooling would break them).
 
-The URL (``postgresql://user:password@host:port/db?...`` or ``key=value`` conninfo) is passed to psycopg unchanged,
+The URL (``postgresql://USER:PASSWORD@HOST:PORT/DB?...`` or ``key=value`` conninfo) is passed to psycopg unchanged,
 so TLS is whatever it says (``sslmode=require`` / ``verify-full``, ``sslrootcert=...``). A database that is down,
 refuses the login or dies in the middle raises :class:`PostgresUnavailable`, one line naming host, port and
 database and never the password (it is scrubbed from the driver's text, and the driver's exception is not chained).

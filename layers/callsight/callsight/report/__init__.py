@@ -5,6 +5,8 @@ then ``build_report(...)`` merges all chunks' themes (REDUCE), counts everything
 asks for the manager's actions -> ``Report`` JSON and ``render_markdown(report)``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from callsight.report.build import build_report, rank_problems
 from callsight.report.errors import ReportFailed
 from callsight.report.markdown import render_markdown
@@ -35,9 +37,22 @@ from callsight.report.stats import (
     compute_stats,
     definitions,
     estimate_tokens,
+    recommendation_tokens,
     recommendations_of,
 )
-from callsight.report.themes import ThemeWriter
+
+if TYPE_CHECKING:
+    from callsight.report.themes import ThemeWriter
+
+
+def __getattr__(name: str) -> Any:
+    """``ThemeWriter`` on first use: it imports openai (~0.6 s), which the planner and the Markdown don't need."""
+    if name == "ThemeWriter":
+        from callsight.report.themes import ThemeWriter  # noqa: PLC0415 - lazily, on purpose
+
+        return ThemeWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BOOKING_POSSIBLE_TYPES",
@@ -68,6 +83,7 @@ __all__ = [
     "definitions",
     "estimate_tokens",
     "rank_problems",
+    "recommendation_tokens",
     "recommendations_of",
     "render_markdown",
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from callsight.report.models import ChunkThemes, LLMUsage, ManagerActions, MergedTheme, Problem, ProblemExample, Report
 from callsight.report.stats import CallData, CallView, definitions, read_calls, share, stats_of
-from callsight.report.themes import ThemeWriter
+
+if TYPE_CHECKING:  # the writer comes in from the caller; importing it would import openai (~0.6 s) here
+    from callsight.report.themes import ThemeWriter
 
 _EXAMPLES: Final = 3
 NO_ANALYSED_CALLS: Final = "За период нет проанализированных звонков: тем и действий нет."

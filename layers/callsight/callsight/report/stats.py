@@ -45,6 +45,11 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 3) if text else 0
 
 
+def recommendation_tokens(call: Any) -> int:
+    """A call's weight in a theming prompt: its recommendations' estimated tokens (a numbered line each)."""
+    return sum(estimate_tokens(rec.text) + 4 for rec in recommendations_of(call))
+
+
 @dataclass(frozen=True, slots=True)
 class CallView:
     """What the report uses of one call item, read defensively."""
