@@ -107,8 +107,8 @@ def print_sync_rate(args: argparse.Namespace) -> None:
     print(f"sync-rate: syncing {args.calls} demo calls, amoCRM pages of {args.page_size} notes ...", flush=True)
     r = bench_sync_rate(args.calls, args.page_size)
     verdict = "met" if r["ratio"] >= 0.9 and r["rate_limited"] == 0 else "NOT met"
-    print(f"  measured: {r['requests']} amoCRM API requests (notes pages of leads, contacts and companies, "
-          f"users) answered 2xx, first to last start over {r['span_s']:.2f} s")
+    print(f"  measured: {r['requests']} amoCRM API requests (notes pages of leads, contacts, companies and "
+          f"customers, users) answered 2xx, first to last arrival over {r['span_s']:.2f} s")
     print(f"  achieved rate {r['rate']:.2f} req/s = {r['ratio'] * 100:.1f} % of the {AMOCRM_LIMIT:.0f}/s limit; "
           f"429 answers: {r['rate_limited']}; calls synced: {r['calls']} ({r['overall_status']}); "
           f"whole sync {r['wall_s']:.1f} s")

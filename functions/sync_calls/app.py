@@ -35,7 +35,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
         tokens = StoredToken(client.client_id, client.base_url, credentials, table, http)
         amocrm = AmoCrmClient(client.base_url, tokens, requests_per_second=CONFIG.amocrm_requests_per_second,
-                              page_size=CONFIG.amocrm_page_size, http=http)
+                              page_size=CONFIG.amocrm_page_size, max_pages=CONFIG.amocrm_max_pages_per_entity,
+                              http=http)
         return fetch_and_plan(client=client, days=request.range, run_id=event["run_id"], force=request.force,
                               amocrm=amocrm, calls=CallRepository(table, client.client_id), store=store,
                               settings=settings)

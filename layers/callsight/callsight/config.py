@@ -6,8 +6,10 @@ same template). Secrets are never configuration values: only the names of the se
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from callsight.processes import PROCESSES, Process
 
@@ -57,6 +59,9 @@ class SyncCallsConfig(_Config):
     amocrm_secret_prefix: str = Field(min_length=1)
     amocrm_requests_per_second: float = Field(default=6.6, gt=0, le=7)
     amocrm_page_size: int = Field(default=250, ge=1, le=250)
+    #: pages of one entity type's notes before the sync stops with an error (paging that never ends); the
+    #: client's MAX_PAGES (500,000 notes at 250 a page)
+    amocrm_max_pages_per_entity: int = Field(default=2000, ge=1)
     min_recording_seconds: int = Field(default=10, ge=0)
     #: calls per download task (one Map item)
     download_chunk_size: int = Field(default=50, ge=1, le=500)
@@ -67,6 +72,17 @@ class DownloadRecordingsConfig(_Config):
     download_concurrency: int = Field(default=8, ge=1, le=64)
     download_timeout_seconds: float = 60.0
     max_recording_bytes: int = 200 * 1024 * 1024
+    #: private networks (10.20.0.0/16) and host:port pairs (pbx.clinic.local:8080) recording links may reach
+    #: (template parameter RecordingPrivateHosts, comma-separated; callsight.links.PrivateHosts reads them);
+    #: by default links are fetched from public addresses only
+    recording_private_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("recording_private_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
 
 
 class FinishRunConfig(_Config):
@@ -132,6 +148,13 @@ class SyncPostgresConfig(_Config):
     #: the Secrets Manager secret holding the PostgreSQL URL (postgresql://USER:PASSWORD@HOST:5432/DB?sslmode=...)
     database_url_secret: str = Field(min_length=1)
     postgres_batch_size: int = Field(default=1000, ge=1, le=20_000)
+
+
+class RefreshTokensConfig(_Config):
+    amocrm_secret_prefix: str = Field(min_length=1)
+    #: the scheduled keep-alive exchanges an OAuth pair last exchanged longer ago than this (amoCRM's refresh
+    #: tokens expire after about 3 months unused; the schedule runs daily)
+    token_refresh_after_days: int = Field(default=7, ge=1, le=60)
 
 
 class AdminConfig(_Config):

@@ -26,7 +26,11 @@ class ProcessAlreadyRunning(CallsightError):
 
 
 class AmoCrmError(CallsightError):
-    """amoCRM answered in a way we cannot use (after retries)."""
+    """amoCRM answered in a way we cannot use (after retries); ``status`` is its HTTP status, when one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class AmoCrmUnavailable(AmoCrmError):
@@ -34,7 +38,22 @@ class AmoCrmUnavailable(AmoCrmError):
 
 
 class AmoCrmAuthError(AmoCrmError):
-    """amoCRM rejected the credentials: an operator must re-register the token. Not retried."""
+    """amoCRM rejected the credentials (401) or refused access (403: the user's rights, an IP allow-list): an
+    operator must act. Not retried."""
+
+
+class AmoCrmAccountError(AmoCrmError):
+    """The amoCRM account cannot serve us: not paid (402), or no such account at the base URL (404). Not retried."""
+
+
+class AmoCrmLockedOut(AmoCrmError):
+    """amoCRM kept refusing every request (403) after rate limiting: its temporary IP lockout outlasted our
+    backoff. Retried once, much later (sync.asl.json)."""
+
+
+class AmoCrmPagingError(AmoCrmError):
+    """amoCRM's pages do not end: a next-page link already fetched, one to another host, or more pages than the
+    cap. Not retried: the same data would loop again."""
 
 
 class CallFailed(CallsightError):

@@ -1,154 +1,229 @@
-"""The amoCRM API v4 client: call notes of every entity type, paced, retried, paginated."""
+"""The amoCRM API v4 client: call notes of every entity type and the account's users, page by page.
+
+Pages are untrusted: every element of a page's ``_embedded.notes`` comes back as it was sent (a RawNote, for
+the sync's tolerant parsing), a page that cannot hold notes is counted under its reason, and paging always
+ends: a next-page link already fetched, one to another host, or more pages than ``max_pages`` is an
+AmoCrmPagingError naming the entity type. Notes are requested in ``order[id]=asc`` (documented for notes
+lists by Kommo, and in the official PHP library's NotesFilter): ids never change, so a note edited while we
+page keeps its place and new notes come last.
+"""
 
 from __future__ import annotations
 
-import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import httpx
 
 from callsight.amocrm.ratelimit import RateLimiter
 from callsight.amocrm.tokens import TokenProvider
-from callsight.errors import AmoCrmAuthError, AmoCrmError, AmoCrmUnavailable
+from callsight.amocrm.transport import NO_CONTENT, LockoutBackoff, Transport
+from callsight.errors import AmoCrmAccountError, AmoCrmAuthError, AmoCrmPagingError
 
-ENTITY_TYPES = ("leads", "contacts", "companies")
+ENTITY_TYPES = ("leads", "contacts", "companies", "customers")
 CALL_NOTE_TYPES = ("call_in", "call_out")
-_RETRYABLE = {429, 500, 502, 503, 504}
+#: entity types an account may lack (customers, «Покупатели», are a feature the account enables): refused, they
+#: are skipped with the reason instead of failing the sync
+OPTIONAL_ENTITY_TYPES = frozenset({"customers"})
+_OPTIONAL_REFUSALS = {402, 403, 404}
+#: pages of one entity type's notes before we stop (500,000 notes at 250 a page)
+MAX_PAGES = 2000
+
+
+@dataclass(frozen=True)
+class RawNote:
+    """One element of a notes page's ``_embedded.notes`` as amoCRM sent it: untrusted, any JSON value."""
+
+    entity_type: str
+    payload: Any
+
+
+@dataclass
+class NoteFetch:
+    """Every call note of a range, with what could not be read at the page level."""
+
+    notes: list[RawNote] = field(default_factory=list)
+    #: page-level problems by reason: ``bad_page`` (a page that is not an object, or whose ``_embedded`` is not
+    #: an object or ``_embedded.notes`` not a list), ``bad_next_link`` (a next-page link that is not a URL)
+    rejected: Counter[str] = field(default_factory=Counter)
+    #: entity types not scanned, and why (e.g. customers not enabled in the account)
+    skipped_entities: dict[str, str] = field(default_factory=dict)
+
+    def add(self, other: NoteFetch) -> None:
+        self.notes.extend(other.notes)
+        self.rejected.update(other.rejected)
+        self.skipped_entities.update(other.skipped_entities)
 
 
 class AmoCrmClient:
-    """Every request is paced by one shared limiter (amoCRM allows 7/s per integration), retried
-    with backoff on 429, 5xx, malformed JSON and network errors, and authorised by ``tokens``
-    (a 401 triggers one refresh). Tokens never appear in errors or logs."""
+    """Every request is paced by one shared limiter (amoCRM allows 7/s per integration), retried with backoff on
+    429, 5xx, malformed JSON and network errors, and authorised by ``tokens`` (a 401 triggers one refresh);
+    failures are errors an operator can act on (``callsight.amocrm.transport``)."""
 
     def __init__(self, base_url: str, tokens: TokenProvider, *, requests_per_second: float = 6.6,
-                 page_size: int = 250, max_attempts: int = 6, http: httpx.Client | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 page_size: int = 250, max_attempts: int = 6, max_pages: int = MAX_PAGES,
+                 lockout: LockoutBackoff | None = None, http: httpx.Client | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
-        self.tokens = tokens
-        self.limiter = RateLimiter(requests_per_second, sleep=sleep)
         self.page_size = page_size
-        self.max_attempts = max_attempts
-        self.http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
-        self._sleep = sleep
-        self.requests_sent = 0
+        self.max_pages = max_pages
+        self.limiter = RateLimiter(requests_per_second, clock=clock, sleep=sleep)
+        self._transport = Transport(self.base_url, tokens, limiter=self.limiter,
+                                    http=http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)),
+                                    max_attempts=max_attempts, lockout=lockout or LockoutBackoff(), clock=clock,
+                                    sleep=sleep)
+
+    @property
+    def requests_sent(self) -> int:
+        return self._transport.requests_sent
 
     # ------------------------------------------------------------------ API
-    def call_notes(self, entity_type: str, updated_from: int,
-                   updated_to: int | None = None) -> Iterator[dict[str, Any]]:
-        """Every call note (in and out) of one entity type updated in [from, to], page by page."""
-        first: dict[str, Any] = {
+    def fetch_call_notes(self, updated_from: int, updated_to: int | None = None) -> NoteFetch:
+        """Call notes of every entity type updated in [from, to], fetched concurrently under the one limiter.
+        The first entity type to fail stops the others and its error is raised."""
+        stop = threading.Event()
+
+        def scan(entity_type: str) -> NoteFetch:
+            try:
+                return self.entity_notes(entity_type, updated_from, updated_to, stop=stop)
+            except BaseException:
+                stop.set()
+                raise
+
+        fetch = NoteFetch()
+        with ThreadPoolExecutor(len(ENTITY_TYPES), thread_name_prefix="amocrm") as pool:
+            for part in [pool.submit(scan, entity_type) for entity_type in ENTITY_TYPES]:
+                fetch.add(part.result())
+        return fetch
+
+    def entity_notes(self, entity_type: str, updated_from: int, updated_to: int | None = None, *,
+                     stop: threading.Event | None = None) -> NoteFetch:
+        """Every call note (in and out) of one entity type updated in [from, to]."""
+        params: dict[str, Any] = {
             "filter[note_type][]": list(CALL_NOTE_TYPES),
             "filter[updated_at][from]": updated_from,
+            "order[id]": "asc",
             "limit": self.page_size,
             "page": 1,
         }
         if updated_to is not None:
-            first["filter[updated_at][to]"] = updated_to
-        params: dict[str, Any] | None = first
-        url: str | None = f"{self.base_url}/api/v4/{entity_type}/notes"
-        while url:
-            body = self._get_json(url, params)
-            if body is None:  # 204: nothing (more)
-                return
-            notes = body.get("_embedded", {}).get("notes", [])
-            for note in notes:
-                note.setdefault("entity_type", entity_type)
-                yield note
-            next_href = body.get("_links", {}).get("next", {}).get("href")
-            if not next_href or not notes:
-                return
-            if _origin(next_href) != self._origin:
-                raise AmoCrmError("amoCRM's next-page link points to another host; refusing to follow it")
-            url, params = next_href, None  # the link carries the query; params would replace it
-
-    def all_call_notes(self, updated_from: int, updated_to: int | None = None) -> list[dict[str, Any]]:
-        """Call notes of leads, contacts and companies, fetched concurrently under the one limiter."""
-        with ThreadPoolExecutor(len(ENTITY_TYPES)) as pool:
-            parts = pool.map(lambda e: list(self.call_notes(e, updated_from, updated_to)), ENTITY_TYPES)
-            return [note for part in parts for note in part]
+            params["filter[updated_at][to]"] = updated_to
+        found = NoteFetch()
+        pages = 0
+        try:
+            for body in self._pages(f"{entity_type} notes", f"{self.base_url}/api/v4/{entity_type}/notes", params,
+                                    found.rejected, stop):
+                pages += 1
+                notes = _page_notes(body)
+                if notes is None:
+                    found.rejected["bad_page"] += 1
+                else:
+                    found.notes.extend(RawNote(entity_type, note) for note in notes)
+        except (AmoCrmAuthError, AmoCrmAccountError) as exc:
+            if pages or entity_type not in OPTIONAL_ENTITY_TYPES or exc.status not in _OPTIONAL_REFUSALS:
+                raise
+            found.skipped_entities[entity_type] = (f"not available in this account: amoCRM answered HTTP "
+                                                   f"{exc.status} to /api/v4/{entity_type}/notes")
+        return found
 
     def users(self) -> dict[int, str]:
-        """Account users (the administrators) by id -> name."""
+        """Account users (the administrators) by id -> name; entries that are not objects or have no usable id
+        are skipped."""
         names: dict[int, str] = {}
-        url: str | None = f"{self.base_url}/api/v4/users"
-        params: dict[str, Any] | None = {"limit": 250}
-        while url:
-            body = self._get_json(url, params)
-            if body is None:
-                break
-            for user in body.get("_embedded", {}).get("users", []):
-                names[int(user["id"])] = str(user.get("name", ""))
-            url = body.get("_links", {}).get("next", {}).get("href")
-            if url and _origin(url) != self._origin:
-                break
-            params = None
+        for body in self._pages("users", f"{self.base_url}/api/v4/users", {"limit": 250}, Counter(), None):
+            embedded = body.get("_embedded")
+            users = embedded.get("users") if isinstance(embedded, dict) else None
+            for user in users if isinstance(users, list) else ():
+                user_id = _user_id(user.get("id")) if isinstance(user, dict) else None
+                if user_id is not None:
+                    name = user.get("name")
+                    names[user_id] = name.strip() if isinstance(name, str) else ""
         return names
 
-    # ------------------------------------------------------------------ transport
-    def _get_json(self, url: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
-        token = self.tokens.access_token()
-        refreshed = False
-        last_problem = "no answer"
-        for attempt in range(1, self.max_attempts + 1):
-            self.limiter.acquire()
-            self.requests_sent += 1
-            try:
-                answer = self.http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
-            except httpx.HTTPError as exc:
-                last_problem = f"network error ({type(exc).__name__})"
-                self._backoff(attempt)
-                continue
-            status = answer.status_code
-            if status == 204:
-                return None
-            if status == 200:
-                try:
-                    body = answer.json()
-                    if not isinstance(body, dict):
-                        raise ValueError("not an object")
-                    return body
-                except ValueError:
-                    last_problem = "malformed JSON"
-                    self._backoff(attempt)
-                    continue
-            if status == 401 and not refreshed:
-                token = self.tokens.refresh(token)
-                refreshed = True
-                continue
-            if status in (401, 403):
-                raise AmoCrmAuthError(f"amoCRM refused access (HTTP {status}) to {urlsplit(url).path}: "
-                                      "check the client's token and the integration's rights")
-            if status == 504 and params and params.get("limit", 0) > 25:
-                params = {**params, "limit": params["limit"] // 2}  # amoCRM's advice: shrink the page
-                last_problem = "HTTP 504"
-                continue
-            if status in _RETRYABLE:
-                last_problem = f"HTTP {status}"
-                if status == 429:
-                    self.limiter.pause(_retry_after(answer) or 1.0)
-                self._backoff(attempt)
-                continue
-            raise AmoCrmError(f"amoCRM answered HTTP {status} to {urlsplit(url).path}")
-        raise AmoCrmUnavailable(f"amoCRM kept failing ({last_problem}) after {self.max_attempts} attempts "
-                                f"on {urlsplit(url).path}")
+    # ------------------------------------------------------------------ paging
+    def _pages(self, what: str, url: str, params: dict[str, Any] | None, rejected: Counter[str],
+               stop: threading.Event | None) -> Iterator[dict[str, Any]]:
+        """The pages from ``url`` on through ``_links.next.href``: object pages are yielded, others counted."""
+        fetched: dict[tuple[Any, ...], int] = {}
+        number = 0
+        while stop is None or not stop.is_set():
+            number += 1
+            fetched[_page_key(url, params)] = number
+            body = self._transport.get_json(url, params)
+            if body is NO_CONTENT:
+                return
+            if not isinstance(body, dict):
+                rejected["bad_page"] += 1
+                return
+            yield body
+            href = _next_href(body, rejected)
+            if href is None:
+                return
+            following = urljoin(url, href)
+            if _origin(following) != self._origin:
+                host = urlsplit(following).hostname or "no host"
+                raise AmoCrmPagingError(f"amoCRM's {what}: the next-page link of page {number} points to another "
+                                        f"host ({host}); refusing to follow it")
+            seen = fetched.get(_page_key(following, None))
+            if seen is not None:
+                raise AmoCrmPagingError(f"amoCRM's {what}: the next-page link of page {number} leads back to page "
+                                        f"{seen}, already fetched; paging loops, stopped after {number} pages")
+            if number >= self.max_pages:
+                raise AmoCrmPagingError(f"amoCRM's {what} have more than {self.max_pages} pages; stopped there: "
+                                        "sync a shorter range")
+            url, params = following, None  # the link carries the query; params would replace it
 
-    def _backoff(self, attempt: int) -> None:
-        self._sleep(min(0.5 * 2 ** (attempt - 1), 8.0) * (0.5 + random.random() / 2))
+
+def _page_notes(body: dict[str, Any]) -> list[Any] | None:
+    """The page's notes ([] for none: no ``_embedded``, ``notes: null``); None when the page cannot hold any."""
+    embedded = body.get("_embedded")
+    if embedded is None:
+        return []
+    if not isinstance(embedded, dict):
+        return None
+    notes = embedded.get("notes")
+    if notes is None:
+        return []
+    return notes if isinstance(notes, list) else None
+
+
+def _next_href(body: dict[str, Any], rejected: Counter[str]) -> str | None:
+    links = body.get("_links")
+    following = links.get("next") if isinstance(links, dict) else None
+    href = following.get("href") if isinstance(following, dict) else None
+    if href is None:
+        return None
+    if not isinstance(href, str) or not href.strip():
+        rejected["bad_next_link"] += 1
+        return None
+    return href.strip()
+
+
+def _user_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
-    return parts.scheme, parts.netloc
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
-def _retry_after(answer: httpx.Response) -> float | None:
-    try:
-        return float(answer.headers.get("retry-after", ""))
-    except ValueError:
-        return None
+def _page_key(url: str, params: dict[str, Any] | None) -> tuple[Any, ...]:
+    """A page's identity: its URL with the query (ours, or the link's) in a canonical order."""
+    full = httpx.URL(url, params=params) if params else httpx.URL(url)
+    parts = urlsplit(str(full))
+    query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), query
