@@ -94,6 +94,16 @@ def print_summary(label: str, status: dict[str, Any]) -> None:
     if skipped:
         line += " (" + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skipped.items())) + ")"
     print(line)
+    notes = status.get("notes")
+    if notes:  # the sync: what became of every amoCRM note
+        rejected = status.get("rejected") or {}
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items()))
+        print(f"    amoCRM: {notes['notes_scanned']} notes: {notes['calls_in_range']} calls in the range, "
+              f"{notes['duplicates_merged']} duplicates merged (a call filed on several entities), "
+              f"{notes['repeated_notes']} repeated, {notes['out_of_range']} outside the range, "
+              f"{notes['rejected_notes']} notes rejected" + (f"; rejected: {reasons}" if reasons else ""))
+    for entity, why in sorted((status.get("skipped_entities") or {}).items()):
+        print(f"    {entity} not scanned: {why}")
     if status.get("error"):
         print(f"    error: {status['error']}")
 

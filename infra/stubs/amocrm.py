@@ -1,6 +1,7 @@
 """A stub amoCRM: a real HTTP server speaking the part of amoCRM API v4 Callsight uses.
 
-Serves the clinic's call notes (``GET /api/v4/{leads|contacts|companies}/notes``), users, the
+Serves the clinic's call notes (``GET /api/v4/{leads|contacts|companies|customers}/notes``; with
+``customers_enabled=False`` the customers' notes answer what an account without customers does), users, the
 account, OAuth 2.0 token refresh with single-use refresh tokens, and the call recordings the way a
 telephony provider would (``GET /recordings/<uniq>.wav``, outside the API rate limit). Knobs inject
 latency, faults (5xx, 429, truncated JSON), the 7-requests-per-second rate limit and expired
@@ -38,6 +39,7 @@ from infra.stubs.clinic_calls import (
     DEFAULT_SEED,
     ENTITY_TYPES,
     DemoCall,
+    NoteFiling,
     generate_calls,
     to_note,
 )
@@ -52,8 +54,11 @@ MAX_LIMIT: Final = 250
 DEFAULT_LIMIT: Final = 50
 FAULT_KINDS: Final = ("500", "502", "503", "429", "malformed")
 _MAX_BODY: Final = 1 << 20
-_NOTES_PATH: Final = re.compile(r"^/api/v4/(leads|contacts|companies)/notes/?$")
-_NOTE_PATH: Final = re.compile(r"^/api/v4/(leads|contacts|companies)(?:/(\d+))?/notes/(\d+)/?$")
+_NOTES_PATH: Final = re.compile(r"^/api/v4/(leads|contacts|companies|customers)/notes/?$")
+_NOTE_PATH: Final = re.compile(r"^/api/v4/(leads|contacts|companies|customers)(?:/(\d+))?/notes/(\d+)/?$")
+#: what the customers' API answers in an account whose customers ("Покупатели") are off
+CUSTOMERS_DISABLED_STATUS: Final = 402
+CUSTOMERS_DISABLED_DETAIL: Final = "Customers are disabled in this account"
 _USER_PATH: Final = re.compile(r"^/api/v4/users/(\d+)/?$")
 _RECORDING_PATH: Final = re.compile(r"^/recordings/([A-Za-z0-9._-]+)\.wav$")
 _NOTE_TYPE_KEY: Final = re.compile(r"^filter\[note_type\](?:\[\d*\])?$")
@@ -135,6 +140,7 @@ class AmoCrmStub(StubServer):
         broken_link_rate: float = 0.0,
         access_token_ttl: int = 86400,
         public_url: str | None = None,
+        customers_enabled: bool = True,
         seed: int = DEFAULT_SEED,
     ) -> None:
         super().__init__(host=host, port=port)
@@ -143,6 +149,7 @@ class AmoCrmStub(StubServer):
         initial = list(calls) if calls is not None else generate_calls(demo_calls, days=demo_days, seed=seed)
         self._calls: dict[int, DemoCall] = {}
         self._by_uniq: dict[str, int] = {}
+        self._notes: dict[int, tuple[DemoCall, NoteFiling]] = {}  # every note (a call may have several)
         self._add(initial)
         self._wav_cache: dict[tuple[int, str], bytes] = {}
         self._long_lived_token = access_token
@@ -162,6 +169,7 @@ class AmoCrmStub(StubServer):
         self.broken_link_rate = 0.0
         self.access_token_ttl = 86400
         self.public_url: str | None = None
+        self.customers_enabled = True
         self.configure(
             latency_ms=latency_ms,
             fault_rate=fault_rate,
@@ -169,6 +177,7 @@ class AmoCrmStub(StubServer):
             broken_link_rate=broken_link_rate,
             access_token_ttl=access_token_ttl,
             public_url=public_url,
+            customers_enabled=customers_enabled,
         )
         self.reset_stats()
 
@@ -191,8 +200,22 @@ class AmoCrmStub(StubServer):
 
     @property
     def calls(self) -> list[DemoCall]:
+        """The distinct calls (a call filed on several entities is one call, with ``copies``)."""
         with self._lock:
             return [self._calls[key] for key in sorted(self._calls)]
+
+    def served_calls(self) -> list[DemoCall]:
+        """The calls whose notes the API serves now: without customers, those filed only on a customer are
+        not there (a call on a lead and a customer still is)."""
+        with self._lock:
+            return [call for call in self.calls
+                    if self.customers_enabled or any(f.entity_type != "customers" for f in call.filings)]
+
+    @property
+    def note_count(self) -> int:
+        """The notes the API serves (with customers): one per filing of each call."""
+        with self._lock:
+            return len(self._notes)
 
     def call(self, note_id: int) -> DemoCall:
         with self._lock:
@@ -205,13 +228,18 @@ class AmoCrmStub(StubServer):
 
     def _add(self, calls: Iterable[DemoCall]) -> None:
         for call in calls:
-            if call.entity_type not in ENTITY_TYPES:
-                raise ValueError(f"unknown entity type {call.entity_type!r}")
+            unknown = {f.entity_type for f in call.filings} - set(ENTITY_TYPES)
+            if unknown:
+                raise ValueError(f"unknown entity type {sorted(unknown)}")
             previous = self._calls.get(call.note_id)
             if previous is not None:
                 self._by_uniq.pop(previous.uniq, None)
+                for filing in previous.filings:
+                    self._notes.pop(filing.note_id, None)
             self._calls[call.note_id] = call
             self._by_uniq[call.uniq] = call.note_id
+            for filing in call.filings:
+                self._notes[filing.note_id] = (call, filing)
 
     def update_note(self, note_id: int, **params: Any) -> DemoCall:
         """Changes the note's ``params`` and bumps ``updated_at`` to now (what a re-sync must pick up).
@@ -246,8 +274,9 @@ class AmoCrmStub(StubServer):
 
     def configure(self, **knobs: Any) -> None:
         """Changes ``latency_ms``, ``fault_rate``, ``rate_limit``, ``broken_link_rate``,
-        ``access_token_ttl`` or ``public_url`` while running."""
-        allowed = {"latency_ms", "fault_rate", "rate_limit", "broken_link_rate", "access_token_ttl", "public_url"}
+        ``access_token_ttl``, ``public_url`` or ``customers_enabled`` while running."""
+        allowed = {"latency_ms", "fault_rate", "rate_limit", "broken_link_rate", "access_token_ttl", "public_url",
+                   "customers_enabled"}
         unknown = set(knobs) - allowed
         if unknown:
             raise TypeError(f"unknown knobs: {sorted(unknown)}")
@@ -270,6 +299,8 @@ class AmoCrmStub(StubServer):
             if "public_url" in knobs:
                 value = knobs["public_url"]
                 self.public_url = str(value).rstrip("/") if value else None
+            if "customers_enabled" in knobs:
+                self.customers_enabled = bool(knobs["customers_enabled"])
 
     def is_link_broken(self, uniq: str) -> bool:
         """Whether the recording link has "expired" (deterministic; a link broken at rate r stays
@@ -423,21 +454,24 @@ class AmoCrmStub(StubServer):
             return _problem(405, f"{method} is not supported by the stub", "Method Not Allowed")
         base = self._base_url(headers)
 
+        notes = _NOTES_PATH.match(path) or _NOTE_PATH.match(path)
+        if notes and notes.group(1) == "customers" and not self.customers_enabled:
+            return _problem(CUSTOMERS_DISABLED_STATUS, CUSTOMERS_DISABLED_DETAIL)
         notes = _NOTES_PATH.match(path)
         if notes:
             return self._list_notes(notes.group(1), path, query, base)
         note = _NOTE_PATH.match(path)
         if note:
             with self._lock:
-                call = self._calls.get(int(note.group(3)))
+                filed = self._notes.get(int(note.group(3)))
             entity_id = note.group(2)
             if (
-                call is None
-                or call.entity_type != note.group(1)
-                or (entity_id is not None and int(entity_id) != call.entity_id)
+                filed is None
+                or filed[1].entity_type != note.group(1)
+                or (entity_id is not None and int(entity_id) != filed[1].entity_id)
             ):
                 return _problem(404, "Note not found", "Not Found")
-            return _json(200, to_note(call, base), _HAL)
+            return _json(200, to_note(filed[0], base, filed[1]), _HAL)
         stripped = path.rstrip("/")
         if stripped == "/api/v4/account":
             return _json(200, self._account(base), _HAL)
@@ -496,11 +530,11 @@ class AmoCrmStub(StubServer):
                     raise _BadRequest(f"limit must not exceed {MAX_LIMIT}")
         with self._lock:
             selected = [
-                call
-                for key, call in sorted(self._calls.items())
-                if call.entity_type == entity_type
+                (call, filing)
+                for key, (call, filing) in sorted(self._notes.items())
+                if filing.entity_type == entity_type
                 and (note_types is None or call.note_type in note_types)
-                and (entity_ids is None or call.entity_id in entity_ids)
+                and (entity_ids is None or filing.entity_id in entity_ids)
                 and (updated_from is None or call.updated_at >= updated_from)
                 and (updated_to is None or call.updated_at <= updated_to)
             ]
@@ -520,7 +554,7 @@ class AmoCrmStub(StubServer):
         payload = {
             "_page": page,
             "_links": links,
-            "_embedded": {"notes": [to_note(call, base) for call in chunk]},
+            "_embedded": {"notes": [to_note(call, base, filing) for call, filing in chunk]},
         }
         return _json(200, payload, _HAL)
 
@@ -539,7 +573,7 @@ class AmoCrmStub(StubServer):
             "country": "RU",
             "currency": "RUB",
             "currency_symbol": "₽",
-            "customers_mode": "disabled",
+            "customers_mode": "periodicity" if self.customers_enabled else "disabled",
             "is_unsorted_on": True,
             "is_loss_reason_enabled": True,
             "is_helpbot_enabled": False,
@@ -578,6 +612,10 @@ class AmoCrmStub(StubServer):
 
     # ------------------------------------------------------------------------------------ OAuth
 
+    #: the integration's registered redirect URI: set it and a token request sending another is refused (401
+    #: invalid_client, as amoCRM's OAuth server answers); None accepts any non-empty one
+    oauth_redirect_uri: str | None = None
+
     def _oauth(self, headers: Mapping[str, str], body: bytes) -> Response:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         try:
@@ -605,6 +643,8 @@ class AmoCrmStub(StubServer):
             return _oauth_problem(
                 400, "Check the `redirect_uri` parameter", "The request is missing a required parameter"
             )
+        if self.oauth_redirect_uri is not None and form["redirect_uri"] != self.oauth_redirect_uri:
+            return _oauth_problem(401, "Client authentication failed", "redirect_uri is not the integration's")
         with self._lock:
             if grant == "refresh_token":
                 token = form.get("refresh_token", "")

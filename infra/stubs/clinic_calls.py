@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final, Literal
 
@@ -28,7 +28,12 @@ CallType = Literal[
     "booking", "reschedule", "cancellation", "price_question", "test_results", "complaint", "other", "spam"
 ]
 NoteType = Literal["call_in", "call_out"]
-EntityType = Literal["leads", "contacts", "companies"]
+EntityType = Literal["leads", "contacts", "companies", "customers"]
+#: how a note's ``params.call_responsible`` carries the administrator: the user id (a number, or digits in a
+#: string), the user's name, or the administrator's phone (amoCRM stores what the telephony sent)
+ResponsibleForm = Literal["id", "id_text", "name", "phone"]
+#: how a note's ``params.duration`` is written: a number, digits in a string ("37"), a fraction ("37.5")
+DurationForm = Literal["int", "text", "fraction"]
 Speaker = Literal["administrator", "patient"]
 
 CALL_TYPES: Final[tuple[CallType, ...]] = (
@@ -42,7 +47,7 @@ CALL_TYPES: Final[tuple[CallType, ...]] = (
     "spam",
 )
 NOTE_TYPES: Final[tuple[NoteType, ...]] = ("call_in", "call_out")
-ENTITY_TYPES: Final[tuple[EntityType, ...]] = ("leads", "contacts", "companies")
+ENTITY_TYPES: Final[tuple[EntityType, ...]] = ("leads", "contacts", "companies", "customers")
 
 CALL_STATUS_LEFT_MESSAGE: Final = 1
 CALL_STATUS_CALL_BACK: Final = 2
@@ -81,6 +86,7 @@ class Administrator:
     email: str
     diligence: float  # 0..1: how reliably the administrator follows the call script
     shift_weight: float  # share of the calls the administrator handles
+    phone: str = ""  # the administrator's line, as some telephony integrations put it in call_responsible
 
     @property
     def first_name(self) -> str:
@@ -88,11 +94,11 @@ class Administrator:
 
 
 ADMINISTRATORS: Final[tuple[Administrator, ...]] = (
-    Administrator(1000001, "Анна Смирнова", True, "a.smirnova@zdorovie-clinic.ru", 0.93, 0.27),
-    Administrator(1000002, "Ольга Кузнецова", True, "o.kuznetsova@zdorovie-clinic.ru", 0.84, 0.24),
-    Administrator(1000003, "Екатерина Попова", True, "e.popova@zdorovie-clinic.ru", 0.70, 0.20),
-    Administrator(1000004, "Мария Васильева", True, "m.vasilieva@zdorovie-clinic.ru", 0.52, 0.17),
-    Administrator(1000005, "Дмитрий Соколов", False, "d.sokolov@zdorovie-clinic.ru", 0.78, 0.12),
+    Administrator(1000001, "Анна Смирнова", True, "a.smirnova@zdorovie-clinic.ru", 0.93, 0.27, "+7 495 120-45-01"),
+    Administrator(1000002, "Ольга Кузнецова", True, "o.kuznetsova@zdorovie-clinic.ru", 0.84, 0.24, "+7 495 120-45-02"),
+    Administrator(1000003, "Екатерина Попова", True, "e.popova@zdorovie-clinic.ru", 0.70, 0.20, "+7 495 120-45-03"),
+    Administrator(1000004, "Мария Васильева", True, "m.vasilieva@zdorovie-clinic.ru", 0.52, 0.17, "+7 495 120-45-04"),
+    Administrator(1000005, "Дмитрий Соколов", False, "d.sokolov@zdorovie-clinic.ru", 0.78, 0.12, "+7 495 120-45-05"),
 )
 
 
@@ -405,6 +411,11 @@ class _Patient:
     company_id: int
 
     @property
+    def customer_id(self) -> int:
+        """The patient's customer ("Покупатель": a regular patient), derived so the draws stay as they were."""
+        return 51_300_000 + self.contact_id % 100_000
+
+    @property
     def full_name(self) -> str:
         return f"{self.surname} {self.first} {self.patronymic}"
 
@@ -457,8 +468,18 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class NoteFiling:
+    """One note of a call: the entity it is filed on and the note's id."""
+
+    entity_type: EntityType
+    entity_id: int
+    note_id: int
+
+
+@dataclass(frozen=True)
 class DemoCall:
-    """One call as amoCRM stores it: a ``call_in`` / ``call_out`` note on a lead, contact or company."""
+    """One call as amoCRM stores it: a ``call_in`` / ``call_out`` note on a lead, contact, company or customer,
+    and possibly more notes of the same call (same ``uniq``) on the patient's other entities (``copies``)."""
 
     note_id: int
     entity_type: EntityType
@@ -476,6 +497,12 @@ class DemoCall:
     scenario: Scenario | None
     #: raw ``params`` overrides applied last by :func:`to_note` (a ``None`` value removes the key)
     extra_params: dict[str, Any] = field(default_factory=dict)
+    #: the same call filed on other entities too: one more note each, with the same params
+    copies: tuple[NoteFiling, ...] = ()
+    responsible_as: ResponsibleForm = "id"
+    duration_as: DurationForm = "int"
+    #: ids, entity ids and ``call_status`` written as strings, as some integrations send them
+    ids_as_text: bool = False
 
     @property
     def incoming(self) -> bool:
@@ -489,19 +516,51 @@ class DemoCall:
     def recording_path(self) -> str:
         return f"/recordings/{self.uniq}.wav"
 
+    @property
+    def filings(self) -> tuple[NoteFiling, ...]:
+        """Every note of the call: the first on ``entity_type``, then the copies."""
+        return (NoteFiling(self.entity_type, self.entity_id, self.note_id), *self.copies)
 
-def to_note(call: DemoCall, base_url: str) -> dict[str, Any]:
-    """The amoCRM API v4 JSON of the call note; recording links point at ``base_url``."""
+    @property
+    def administrator_name(self) -> str:
+        """The administrator a sync can name from the note: none when the note carries only a phone."""
+        admin = administrator(self.responsible_user_id)
+        return "" if admin is None or self.responsible_as == "phone" else admin.name
+
+
+def _call_responsible(call: DemoCall) -> int | str:
+    admin = administrator(call.responsible_user_id)
+    if call.responsible_as == "name" and admin is not None:
+        return admin.name
+    if call.responsible_as == "phone" and admin is not None and admin.phone:
+        return admin.phone
+    if call.responsible_as == "id_text":
+        return str(call.responsible_user_id)
+    return call.responsible_user_id
+
+
+def _duration(call: DemoCall) -> int | str:
+    if call.duration_as == "text":
+        return str(call.duration)
+    if call.duration_as == "fraction":
+        return f"{call.duration}.5"  # whole seconds: still ``duration``
+    return call.duration
+
+
+def to_note(call: DemoCall, base_url: str, filing: NoteFiling | None = None) -> dict[str, Any]:
+    """The amoCRM API v4 JSON of the call's note (the first, or the given filing of it); recording links point
+    at ``base_url``."""
     base = base_url.rstrip("/")
+    where = filing or call.filings[0]
     params: dict[str, Any] = {
         "uniq": call.uniq,
-        "duration": call.duration,
+        "duration": _duration(call),
         "source": RECORDING_SOURCE,
         "link": f"{base}{call.recording_path}",
         "phone": call.phone,
         "call_result": call.call_result,
-        "call_status": call.call_status,
-        "call_responsible": call.responsible_user_id,
+        "call_status": str(call.call_status) if call.ids_as_text else call.call_status,
+        "call_responsible": _call_responsible(call),
     }
     if not call.has_recording:
         del params["link"]
@@ -511,8 +570,8 @@ def to_note(call: DemoCall, base_url: str) -> dict[str, Any]:
         else:
             params[key] = value
     return {
-        "id": call.note_id,
-        "entity_id": call.entity_id,
+        "id": str(where.note_id) if call.ids_as_text else where.note_id,
+        "entity_id": str(where.entity_id) if call.ids_as_text else where.entity_id,
         "created_by": call.responsible_user_id,
         "updated_by": call.responsible_user_id,
         "created_at": call.created_at,
@@ -522,7 +581,7 @@ def to_note(call: DemoCall, base_url: str) -> dict[str, Any]:
         "note_type": call.note_type,
         "account_id": ACCOUNT_ID,
         "params": params,
-        "_links": {"self": {"href": f"{base}/api/v4/{call.entity_type}/{call.entity_id}/notes/{call.note_id}"}},
+        "_links": {"self": {"href": f"{base}/api/v4/{where.entity_type}/{where.entity_id}/notes/{where.note_id}"}},
     }
 
 
@@ -543,7 +602,11 @@ def anchor_now(now: datetime | None = None) -> datetime:
 def generate_calls(
     count: int = 200, *, days: int = 30, seed: int = DEFAULT_SEED, now: datetime | None = None
 ) -> list[DemoCall]:
-    """``count`` calls spread over the ``days`` days before ``now``, ordered by note id (= by time)."""
+    """``count`` calls spread over the ``days`` days before ``now``, ordered by note id (= by time).
+
+    The shapes real accounts send (a name, a phone or digits in ``call_responsible``, durations and ids as
+    strings, calls on customers, the same call filed on a lead and its contact) are drawn from a second
+    generator, so the calls themselves are the same as without them."""
     if count < 0:
         raise ValueError("count must be >= 0")
     if days < 1:
@@ -551,13 +614,15 @@ def generate_calls(
     now_ts = int(anchor_now(now).timestamp())
     start_ts = now_ts - days * 86400
     rng = random.Random(f"callsight-demo:{seed}:{count}:{days}:{now_ts}")
+    shapes = random.Random(f"callsight-demo-shapes:{seed}:{count}:{days}:{now_ts}")
     patients = _make_patients(rng, max(12, count * 3 // 5))
+    by_entity = {entity: p for p in patients for entity in (p.lead_id, p.contact_id)}
     times = sorted(_pick_time(rng, start_ts, now_ts, days) for _ in range(count))
     calls: list[DemoCall] = []
     note_id = 61_204_000 + rng.randrange(1000)
     for ts in times:
         note_id += rng.randint(1, 37)
-        calls.append(_make_call(rng, note_id, ts, now_ts, patients))
+        calls.append(_with_shapes(shapes, _make_call(rng, note_id, ts, now_ts, patients), by_entity))
     return calls
 
 
@@ -688,6 +753,44 @@ def _make_call(rng: random.Random, note_id: int, ts: int, now_ts: int, patients:
         has_recording=has_recording,
         scenario=scenario,
     )
+
+
+#: shares of the demo notes in each of the shapes real accounts send
+SHAPE_SHARES: Final = {"customers": 0.05, "copy_on_contact": 0.12, "copy_on_company": 0.03, "responsible_name": 0.10,
+                       "responsible_phone": 0.05, "responsible_digits": 0.08, "duration_text": 0.10,
+                       "duration_fraction": 0.05, "ids_as_text": 0.10}
+_COPY_NOTE_BASE: Final = 70_000_000
+
+
+def _with_shapes(shapes: random.Random, call: DemoCall, by_entity: dict[int, _Patient]) -> DemoCall:
+    patient = by_entity.get(call.entity_id) if call.entity_type in ("leads", "contacts") else None
+    share = SHAPE_SHARES
+    entity_type, entity_id = call.entity_type, call.entity_id
+    copies: list[NoteFiling] = []
+    serial = (call.note_id - 61_204_000) * 4  # copies' note ids: unique, apart from the first notes'
+    if patient is not None and shapes.random() < share["customers"]:
+        entity_type, entity_id = "customers", patient.customer_id
+    elif patient is not None and call.entity_type == "leads" and shapes.random() < share["copy_on_contact"]:
+        copies.append(NoteFiling("contacts", patient.contact_id, _COPY_NOTE_BASE + serial + 1))
+        if shapes.random() < share["copy_on_company"] / share["copy_on_contact"]:
+            copies.append(NoteFiling("companies", patient.company_id, _COPY_NOTE_BASE + serial + 2))
+    roll = shapes.random()
+    responsible: ResponsibleForm = "id"
+    if roll < share["responsible_name"]:
+        responsible = "name"
+    elif roll < share["responsible_name"] + share["responsible_phone"]:
+        responsible = "phone"
+    elif roll < share["responsible_name"] + share["responsible_phone"] + share["responsible_digits"]:
+        responsible = "id_text"
+    roll = shapes.random()
+    duration: DurationForm = "int"
+    if roll < share["duration_text"]:
+        duration = "text"
+    elif roll < share["duration_text"] + share["duration_fraction"]:
+        duration = "fraction"
+    return replace(call, entity_type=entity_type, entity_id=entity_id, copies=tuple(copies),
+                   responsible_as=responsible, duration_as=duration,
+                   ids_as_text=shapes.random() < share["ids_as_text"])
 
 
 def _random_phone(rng: random.Random) -> str:

@@ -43,6 +43,17 @@ def api(stub: AmoCrmStub) -> Iterator[httpx.Client]:
         yield client
 
 
+def _filed(stub: AmoCrmStub, entity_type: str) -> list[tuple[DemoCall, int]]:
+    """Each note the stub files on ``entity_type`` (a call filed on several entities has a note on each), with its
+    call, by note id."""
+    return sorted(((c, f.note_id) for c in stub.calls for f in c.filings if f.entity_type == entity_type),
+                  key=lambda pair: pair[1])
+
+
+def _ids(notes: list[dict[str, Any]]) -> list[int]:
+    return [int(n["id"]) for n in notes]  # some notes carry their ids as strings, as some integrations write them
+
+
 def _all_pages(client: httpx.Client, first: str, params: Any = None) -> tuple[list[dict[str, Any]], int]:
     notes: list[dict[str, Any]] = []
     pages = 0
@@ -62,7 +73,7 @@ def _all_pages(client: httpx.Client, first: str, params: Any = None) -> tuple[li
 
 
 def test_pagination_follows_next_links(stub: AmoCrmStub, api: httpx.Client) -> None:
-    expected = [c.note_id for c in stub.calls if c.entity_type == "leads"]
+    expected = [note_id for _, note_id in _filed(stub, "leads")]
     assert len(expected) > 50
     first = api.get("/api/v4/leads/notes", params={**CALL_TYPES, "limit": 25})
     assert first.status_code == 200
@@ -75,7 +86,7 @@ def test_pagination_follows_next_links(stub: AmoCrmStub, api: httpx.Client) -> N
     assert "page=2" in next_href and "limit=25" in next_href and "call_out" in next_href
 
     notes, pages = _all_pages(api, "/api/v4/leads/notes", {**CALL_TYPES, "limit": 25})
-    assert [n["id"] for n in notes] == expected, "every lead note once, ordered by id"
+    assert _ids(notes) == expected, "every lead note once, ordered by id"
     assert pages == math.ceil(len(expected) / 25)
     last = api.get("/api/v4/leads/notes", params={**CALL_TYPES, "limit": 25, "page": pages})
     assert "next" not in last.json()["_links"]
@@ -88,26 +99,69 @@ def test_pagination_follows_next_links(stub: AmoCrmStub, api: httpx.Client) -> N
 
 def test_every_entity_type_together_holds_every_call(stub: AmoCrmStub, api: httpx.Client) -> None:
     seen: list[int] = []
-    for entity in ("leads", "contacts", "companies"):
+    uniqs: Counter[str] = Counter()
+    for entity in ("leads", "contacts", "companies", "customers"):
         notes, _ = _all_pages(api, f"/api/v4/{entity}/notes", {**CALL_TYPES, "limit": 250})
         assert notes, entity
-        seen.extend(n["id"] for n in notes)
+        seen.extend(_ids(notes))
+        uniqs.update(n["params"]["uniq"] for n in notes)
         for note in notes:
             assert note["note_type"] in ("call_in", "call_out")
             assert note["account_id"] > 0 and note["group_id"] == 0
             assert note["params"]["source"] == "Mango Office"
-    assert sorted(seen) == sorted(c.note_id for c in stub.calls)
-    by_id = {c.note_id: c for c in stub.calls}
+    assert sorted(seen) == sorted(f.note_id for c in stub.calls for f in c.filings) and len(seen) == stub.note_count
+    assert set(uniqs) == {c.uniq for c in stub.calls}, "every call; one filed on several entities has one uniq"
+    assert set(uniqs.values()) >= {1, 2}, "some calls are filed on a lead and its contact"
+    by_id = {note_id: c for c, note_id in _filed(stub, "contacts")}
     notes, _ = _all_pages(api, "/api/v4/contacts/notes", {"limit": 250})
     for note in notes:
-        call = by_id[note["id"]]
+        call = by_id[int(note["id"])]
         assert ("link" in note["params"]) == call.has_recording
         if call.has_recording:
             assert note["params"]["link"] == f"{stub.url}/recordings/{call.uniq}.wav"
 
 
+def test_notes_carry_the_shapes_real_accounts_send(stub: AmoCrmStub, api: httpx.Client) -> None:
+    names = {a.name for a in ADMINISTRATORS}
+    phones = {a.phone for a in ADMINISTRATORS}
+    seen: Counter[str] = Counter()
+    for entity in ("leads", "contacts", "companies", "customers"):
+        by_id = {note_id: c for c, note_id in _filed(stub, entity)}
+        notes, _ = _all_pages(api, f"/api/v4/{entity}/notes", {"limit": 250})
+        for note in notes:
+            call, params = by_id[int(note["id"])], note["params"]
+            responsible = params["call_responsible"]
+            expected = {"id": call.responsible_user_id, "id_text": str(call.responsible_user_id),
+                        "name": next(a.name for a in ADMINISTRATORS if a.id == call.responsible_user_id),
+                        "phone": next(a.phone for a in ADMINISTRATORS if a.id == call.responsible_user_id)}
+            assert responsible == expected[call.responsible_as]
+            kind = "name" if responsible in names else "phone" if responsible in phones else type(responsible).__name__
+            seen[kind] += 1
+            duration = params["duration"]
+            assert int(float(duration)) == call.duration
+            seen[f"duration {type(duration).__name__}{'.5' if str(duration).endswith('.5') else ''}"] += 1
+            seen[f"id {type(note['id']).__name__}"] += 1
+            assert isinstance(note["id"], str) == isinstance(note["entity_id"], str) == call.ids_as_text
+    assert set(seen) == {"name", "phone", "int", "str", "duration int", "duration str", "duration str.5", "id int",
+                         "id str"}, seen
+
+
+def test_an_account_without_customers_answers_an_error_for_them(stub: AmoCrmStub, api: httpx.Client) -> None:
+    assert api.get("/api/v4/account").json()["customers_mode"] == "periodicity"
+    on_customers = [c for c in stub.calls if c.entity_type == "customers"]
+    assert on_customers and len(stub.served_calls()) == len(stub.calls)
+    stub.configure(customers_enabled=False)
+    refused = api.get("/api/v4/customers/notes", params=CALL_TYPES)
+    assert refused.status_code == 402 and refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["status"] == 402 and "ustomers" in refused.json()["detail"]
+    assert api.get(f"/api/v4/customers/notes/{on_customers[0].note_id}").status_code == 402
+    assert api.get("/api/v4/leads/notes", params=CALL_TYPES).status_code == 200
+    assert api.get("/api/v4/account").json()["customers_mode"] == "disabled"
+    assert len(stub.served_calls()) == len(stub.calls) - len(on_customers)
+
+
 def test_note_type_filters(stub: AmoCrmStub, api: httpx.Client) -> None:
-    leads = [c for c in stub.calls if c.entity_type == "leads"]
+    leads = _filed(stub, "leads")
     for params, wanted in (
         ({"filter[note_type]": "call_in"}, {"call_in"}),
         ({"filter[note_type][0]": "call_out"}, {"call_out"}),
@@ -116,14 +170,14 @@ def test_note_type_filters(stub: AmoCrmStub, api: httpx.Client) -> None:
         ({"filter[note_type]": "call_in,call_out"}, {"call_in", "call_out"}),
     ):
         notes, _ = _all_pages(api, "/api/v4/leads/notes", {**params, "limit": 250})
-        assert [n["id"] for n in notes] == [c.note_id for c in leads if c.note_type in wanted], params
+        assert _ids(notes) == [note_id for c, note_id in leads if c.note_type in wanted], params
     none = api.get("/api/v4/leads/notes", params={"filter[note_type][]": "common"})
     assert none.status_code == 204
 
 
 def test_updated_at_filters(stub: AmoCrmStub, api: httpx.Client) -> None:
-    leads = [c for c in stub.calls if c.entity_type == "leads"]
-    stamps = sorted(c.updated_at for c in leads)
+    leads = _filed(stub, "leads")
+    stamps = sorted(c.updated_at for c, _ in leads)
     low, high = stamps[len(stamps) // 4], stamps[len(stamps) // 2]
     notes, _ = _all_pages(
         api,
@@ -135,11 +189,11 @@ def test_updated_at_filters(stub: AmoCrmStub, api: httpx.Client) -> None:
             "limit": 250,
         },
     )
-    expected = [c.note_id for c in leads if low <= c.updated_at <= high]
-    assert [n["id"] for n in notes] == expected
+    expected = [note_id for c, note_id in leads if low <= c.updated_at <= high]
+    assert _ids(notes) == expected
     assert 0 < len(expected) < len(leads)
     notes, _ = _all_pages(api, "/api/v4/leads/notes", {"filter[updated_at]": high, "limit": 250})
-    assert [n["id"] for n in notes] == [c.note_id for c in leads if c.updated_at >= high]
+    assert _ids(notes) == [note_id for c, note_id in leads if c.updated_at >= high]
     assert api.get("/api/v4/leads/notes", params={"filter[updated_at][from]": stamps[-1] + 1}).status_code == 204
 
 
@@ -389,7 +443,8 @@ def test_broken_links_are_a_deterministic_share(stub: AmoCrmStub) -> None:
 
 
 def test_update_note_bumps_updated_at_for_resync(stub: AmoCrmStub, api: httpx.Client) -> None:
-    target = next(c for c in stub.calls if c.entity_type == "leads" and c.has_recording)
+    target = next(c for c in stub.calls if c.entity_type == "leads" and c.has_recording and not c.copies
+                  and not c.ids_as_text and c.duration_as == "int")
     since = int(time.time())
     changed = stub.update_note(target.note_id, duration=target.duration + 42, call_result="Перезвонить")
     assert changed.updated_at >= since and changed.updated_at > target.updated_at
@@ -409,7 +464,7 @@ def test_update_note_bumps_updated_at_for_resync(stub: AmoCrmStub, api: httpx.Cl
     assert {c.note_id for c in extra} <= {c.note_id for c in stub.calls}
     entity = extra[0].entity_type
     notes, _ = _all_pages(api, f"/api/v4/{entity}/notes", {"limit": 250})
-    assert extra[0].note_id in {n["id"] for n in notes}
+    assert extra[0].note_id in _ids(notes)
     with pytest.raises(KeyError):
         stub.update_note(1, duration=5)
 

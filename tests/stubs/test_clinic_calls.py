@@ -105,7 +105,33 @@ def test_administrators_and_entities(calls: list[DemoCall]) -> None:
     assert set(used) <= admin_ids
     assert len(used) >= 4
     entities = Counter(c.entity_type for c in calls)
-    assert entities["leads"] > entities["contacts"] > entities["companies"] > 0
+    assert entities["leads"] > entities["contacts"] > entities["companies"] > 0 and entities["customers"] > 0
+
+
+def test_the_shapes_real_accounts_send_are_in_the_demo_data(calls: list[DemoCall]) -> None:
+    forms = Counter(c.responsible_as for c in calls)
+    assert forms["id"] > len(calls) / 2 and min(forms[f] for f in ("id_text", "name", "phone")) > 0
+    durations = Counter(c.duration_as for c in calls)
+    assert durations["int"] > len(calls) / 2 and durations["text"] > 0 and durations["fraction"] > 0
+    assert 0 < sum(c.ids_as_text for c in calls) < len(calls) / 4
+    copied = [c for c in calls if c.copies]
+    assert 0 < len(copied) < len(calls) / 4
+    assert any(len(c.copies) == 2 for c in copied), "some calls on a lead, its contact and its company"
+    note_ids = [f.note_id for c in calls for f in c.filings]
+    assert len(set(note_ids)) == len(note_ids), "every note its own id"
+    for call in copied:
+        assert call.entity_type == "leads" and [f.entity_type for f in call.copies][:1] == ["contacts"]
+        notes = [to_note(call, "http://x", filing) for filing in call.filings]
+        assert len({n["params"]["uniq"] for n in notes}) == 1 and len({str(n["id"]) for n in notes}) == len(notes)
+        links = {n["params"].get("link") for n in notes}
+        assert links == ({f"http://x{call.recording_path}"} if call.has_recording else {None})
+    phone_call = next(c for c in calls if c.responsible_as == "phone")
+    assert to_note(phone_call, "http://x")["params"]["call_responsible"].startswith("+7 495")
+    assert phone_call.administrator_name == ""
+    named = next(c for c in calls if c.responsible_as == "name")
+    assert to_note(named, "http://x")["params"]["call_responsible"] == named.administrator_name != ""
+    fraction = next(c for c in calls if c.duration_as == "fraction")
+    assert to_note(fraction, "http://x")["params"]["duration"] == f"{fraction.duration}.5"
 
 
 def test_calls_fall_in_the_window_mostly_in_clinic_hours(calls: list[DemoCall]) -> None:
@@ -179,7 +205,8 @@ def test_scenario_round_trips_through_a_dict(calls: list[DemoCall]) -> None:
 
 
 def test_to_note_is_an_amocrm_v4_call_note(calls: list[DemoCall]) -> None:
-    recorded = next(c for c in calls if c.has_recording)
+    recorded = next(c for c in calls if c.has_recording and c.responsible_as == "id" and c.duration_as == "int"
+                    and not c.ids_as_text)
     note = to_note(recorded, "http://stub.example:8101/")
     assert set(note) == {
         "id",

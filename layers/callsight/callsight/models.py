@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from callsight.dates import DateRange
+from callsight.dates import DateRange, supported_day
 from callsight.processes import Process
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -18,13 +18,14 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 def parse_day(value: Any, field: str) -> date:
     if isinstance(value, date):
-        return value
+        return supported_day(value, field)
     if not isinstance(value, str) or not _DATE.match(value.strip()):
         raise ValueError(f"{field} must be a date as YYYY-MM-DD, got {value!r}")
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(f"{field} is not a real calendar date: {value!r}") from None
+    return supported_day(day, field)
 
 
 def range_query(client_id: str, days: DateRange) -> str:
@@ -77,12 +78,19 @@ class RunTask(StartRequest):
 
 
 class ChunkTask(BaseModel):
-    """A Map item's event: one chunk (S3 key of a list of calls) of a run."""
+    """A Map item's event: one chunk (S3 key of a list of calls) of a run, and the run's range (a worker's claims
+    hold only while that range's run is this one and still running)."""
 
     client_id: str = Field(pattern=CLIENT_ID_PATTERN)
     process: Process
     run_id: str = Field(min_length=1)
     chunk_key: str = Field(min_length=1)
+    start_date: date
+    end_date: date
+
+    @property
+    def range(self) -> DateRange:
+        return DateRange(self.start_date, self.end_date)
 
 
 class BuildReportTask(RunTask):
@@ -127,6 +135,20 @@ class PostgresSyncStatus(BaseModel):
     finished_at: str | None = None
 
 
+class SyncNotes(BaseModel):
+    """sync: every amoCRM note the fetch returned and what became of it, as recorded on the run (``fetched``):
+    ``notes_scanned == calls_in_range + duplicates_merged + repeated_notes + out_of_range + rejected_notes``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    notes_scanned: int = 0
+    calls_in_range: int = 0
+    duplicates_merged: int = Field(default=0, description="notes of a call filed on several entities, merged")
+    repeated_notes: int = Field(default=0, description="the same note returned again by the API")
+    out_of_range: int = Field(default=0, description="notes whose call time is outside the range")
+    rejected_notes: int = Field(default=0, description="notes not stored; by reason in `rejected`")
+
+
 class StatusResponse(BaseModel):
     """The status endpoints' answer: the guide's fields first, then what a person needs to follow a run."""
 
@@ -149,6 +171,11 @@ class StatusResponse(BaseModel):
     report_url: str | None = Field(default=None, description="recommendations: the range's report, once built")
     postgres_sync: PostgresSyncStatus | None = Field(
         default=None, description="recommendations: the PostgreSQL sync that ends the run")
+    rejected: dict[str, int] = Field(
+        default_factory=dict, description="sync: amoCRM notes (and pages) not stored, by reason (bad_params...)")
+    skipped_entities: dict[str, str] = Field(
+        default_factory=dict, description="sync: amoCRM entity types not scanned, and why")
+    notes: SyncNotes | None = Field(default=None, description="sync: the notes fetched and what became of them")
 
 
 class PipelineStatusResponse(BaseModel):

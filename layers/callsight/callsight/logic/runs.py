@@ -26,7 +26,7 @@ from callsight.dal.runs import RUNNING, ClientLock, RunRepository
 from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import ProcessAlreadyRunning
-from callsight.models import PostgresSyncStatus, StatusBreakdown, StatusResponse, range_query
+from callsight.models import PostgresSyncStatus, StatusBreakdown, StatusResponse, SyncNotes, range_query
 from callsight.processes import REPORT_PATH, CallStatus, Process
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -151,7 +151,17 @@ def build_status(table: Table, *, client_id: str, process: str, days: DateRange)
         started_at=run.get("started_at") if run else None, finished_at=run.get("finished_at") if run else None,
         error=error, console_url=console_url(run.get("execution_arn")) if run else None,
         **(_report_fields(client_id, days, run) if process == Process.RECOMMENDATIONS else {}),
+        **(_fetch_fields(run) if process == Process.SYNC else {}),
     )
+
+
+def _fetch_fields(run: dict[str, Any] | None) -> dict[str, Any]:
+    """The sync run's account of the amoCRM notes (recorded by FetchCalls): rejects by reason, entities skipped."""
+    fetched = (run or {}).get("fetched")
+    if not isinstance(fetched, dict):
+        return {}
+    return {"rejected": fetched.get("rejected") or {}, "skipped_entities": fetched.get("skipped_entities") or {},
+            "notes": SyncNotes.model_validate(fetched)}
 
 
 def _report_fields(client_id: str, days: DateRange, run: dict[str, Any] | None) -> dict[str, Any]:
@@ -167,7 +177,12 @@ def _report_fields(client_id: str, days: DateRange, run: dict[str, Any] | None) 
 
 def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, run_id: str, outcome: str,
                error: str | None = None) -> dict[str, Any]:
-    """Fail this run's calls still in progress, record the outcome, release the lock. Idempotent."""
+    """Record the outcome, fail this run's calls still in progress, summarise, release the lock. Idempotent.
+
+    The end is recorded first: from then on the run's workers claim nothing more (their claims check that the
+    run is recorded running), so the sweep finds every call the run will ever have in progress."""
+    runs = RunRepository(table)
+    runs.finished(client_id, process, days, execution_name=run_id, status=outcome, error=error)
     calls = CallRepository(table, client_id)
     attr = status_attr(process)
     interrupted = 0
@@ -180,11 +195,12 @@ def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, r
     status = build_status(table, client_id=client_id, process=process, days=days)
     summary = {"total_calls": status.total_calls, "status_breakdown": status.status_breakdown.model_dump(),
                "skipped": status.skipped, "interrupted": interrupted}
-    RunRepository(table).finished(client_id, process, days, execution_name=run_id, status=outcome, error=error,
-                                  summary=summary)
+    if status.notes is not None:  # sync: what became of the amoCRM notes
+        summary |= {"rejected": status.rejected, "skipped_entities": status.skipped_entities,
+                    "notes": status.notes.model_dump()}
+    runs.set_fields(client_id, process, days, execution_name=run_id, fields={"summary": summary})
     ClientLock(table).release(client_id, run_id)
-    final = build_status(table, client_id=client_id, process=process, days=days)
-    return {**summary, "overall_status": final.overall_status, "execution_name": run_id, "error": error}
+    return {**summary, "overall_status": status.overall_status, "execution_name": run_id, "error": error}
 
 
 def describe_error(error: Any) -> str:
