@@ -10,11 +10,12 @@ SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo serve test unit lint bench validate build clean
+.PHONY: help venv demo serve admin test unit lint bench validate build clean
 
 help:
 	@echo "make demo      all five processes for the demo clinic end to end on the local platform (DEMO_ARGS=--keep-serving to stay up)"
 	@echo "make serve     run the local platform (PORT=8000, DEMO_CALLS=200)"
+	@echo "make admin     callsight-admin against the running local platform (ARGS=\"register-client ...\")"
 	@echo "make test      lint + every test"
 	@echo "make lint      ruff and mypy"
 	@echo "make bench     benchmarks (sync rate, status cost, overhead, e2e, PostgreSQL sync, report; BENCH_ARGS=report)"
@@ -40,6 +41,9 @@ demo: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m infra.serve
+
+admin: $(STAMP)
+	$(BIN)/python -m infra.admin $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -100,6 +100,19 @@ class EventRule:
 
 
 @dataclass(frozen=True)
+class ScheduleEvent:
+    """One ``Type: Schedule`` event of a function: ``rate(...)`` or ``cron(...)``, as EventBridge takes it."""
+
+    function: str
+    event_name: str
+    expression: str
+    rule_name: str
+    enabled: bool = True
+    #: the ``Input`` property: the JSON text delivered instead of the Scheduled Event
+    input: str | None = None
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     logical_id: str
     name: str
@@ -113,6 +126,7 @@ class FunctionSpec:
     layer_dirs: tuple[Path, ...]
     api_routes: tuple[ApiRoute, ...] = ()
     event_rules: tuple[EventRule, ...] = ()
+    schedules: tuple[ScheduleEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -412,6 +426,7 @@ class Template:
         environment = {str(k): _scalar_text(self.resolve(v)) for k, v in variables.items()}
         routes: list[ApiRoute] = []
         rules: list[EventRule] = []
+        schedules: list[ScheduleEvent] = []
         for event_name, event in (props.get("Events") or {}).items():
             event_props = event.get("Properties") or {}
             if event.get("Type") == "Api":
@@ -421,6 +436,14 @@ class Template:
             elif event.get("Type") in ("EventBridgeRule", "CloudWatchEvent"):
                 rules.append(EventRule(function=logical_id, event_name=event_name,
                                        pattern=self.resolve(event_props["Pattern"])))
+            elif event.get("Type") == "Schedule":
+                state = str(self.resolve(event_props.get("State", "ENABLED"))).upper()
+                enabled = _truthy(self.resolve(event_props.get("Enabled", True))) and state == "ENABLED"
+                given_input = self.resolve(event_props.get("Input"))
+                schedules.append(ScheduleEvent(
+                    function=logical_id, event_name=event_name, expression=str(self.resolve(event_props["Schedule"])),
+                    rule_name=str(self.resolve(event_props.get("Name", f"{self.stack_name}-{logical_id}{event_name}"))),
+                    enabled=enabled, input=None if given_input is None else str(given_input)))
         return FunctionSpec(
             logical_id=logical_id,
             name=self.physical_name(logical_id),
@@ -434,6 +457,7 @@ class Template:
             layer_dirs=tuple(self._layer_dirs(props.get("Layers") or [])),
             api_routes=tuple(routes),
             event_rules=tuple(rules),
+            schedules=tuple(schedules),
         )
 
     def _layer_dirs(self, layers: list[Any]) -> Iterator[Path]:
@@ -452,6 +476,10 @@ class Template:
     @property
     def event_rules(self) -> list[EventRule]:
         return [rule for fn in self.functions.values() for rule in fn.event_rules]
+
+    @property
+    def schedules(self) -> list[ScheduleEvent]:
+        return [schedule for fn in self.functions.values() for schedule in fn.schedules]
 
     @property
     def api_stage(self) -> str:

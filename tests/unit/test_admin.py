@@ -37,21 +37,44 @@ def test_register_a_clinic_with_a_long_lived_token(admin_env: Table, tmp_path: P
     assert "long-lived-secret-token" not in capsys.readouterr().out
 
 
+OAUTH_PAIR = {"access_token": "a1", "refresh_token": "r1", "expires_at": 1, "oauth_client_id": "integration",
+              "oauth_client_secret": "s", "redirect_uri": "https://callsight.example/oauth"}
+
+
 def test_register_an_oauth_pair_and_update_it(admin_env: Table, tmp_path: Path) -> None:
     oauth = tmp_path / "oauth.json"
-    oauth.write_text(json.dumps({"access_token": "a1", "refresh_token": "r1", "expires_at": 1,
-                                 "oauth_client_id": "integration", "oauth_client_secret": "s"}))
+    oauth.write_text(json.dumps(OAUTH_PAIR))
     assert main(["register-client", "--client-id", "kommo1", "--subdomain", "kommo1",
                  "--base-url", "https://kommo1.kommo.com", "--oauth-file", str(oauth)]) == 0
-    assert ClientRepository(admin_env).get("kommo1").auth_mode == "oauth"
-    assert AmoCrmCredentialStore(PREFIX).load("kommo1").can_refresh
-    # re-registering replaces both halves: now a long-lived token
+    repository = ClientRepository(admin_env)
+    assert repository.get("kommo1").auth_mode == "oauth"
+    assert AmoCrmCredentialStore(PREFIX).load("kommo1").redirect_uri == "https://callsight.example/oauth"
+    # the registry entry the scheduled refresh lists: a new pair is due at the next pass
+    entries = {e.client_id: e for e in repository.registered()}
+    assert entries["kommo1"].auth_mode == "oauth" and entries["kommo1"].token_refreshed_at is None
+    repository.record_token_refresh("kommo1", 1_000)
+    # re-registering replaces both halves: now a long-lived token, which the schedule leaves alone
     token = tmp_path / "token.txt"
     token.write_text("new-token")
     assert main(["register-client", "--client-id", "kommo1", "--subdomain", "kommo1", "--token-file", str(token)]) == 0
-    assert ClientRepository(admin_env).get("kommo1").auth_mode == "long_lived"
+    assert repository.get("kommo1").auth_mode == "long_lived"
     stored = AmoCrmCredentialStore(PREFIX).load("kommo1")
     assert stored.access_token.get_secret_value() == "new-token" and not stored.can_refresh
+    entries = {e.client_id: e for e in repository.registered()}
+    assert entries["kommo1"].auth_mode == "long_lived" and entries["kommo1"].token_refreshed_at is None
+
+
+@pytest.mark.parametrize("redirect", [None, "", "callsight.example/oauth", "ftp://callsight.example/oauth"])
+def test_an_oauth_pair_without_its_redirect_uri_is_refused(admin_env: Table, tmp_path: Path, redirect: str | None,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    oauth = tmp_path / "oauth.json"
+    oauth.write_text(json.dumps({**OAUTH_PAIR, "refresh_token": "very-secret-refresh", "redirect_uri": redirect}))
+    with pytest.raises(SystemExit) as refused:
+        main(["register-client", "--client-id", "noredirect", "--subdomain", "x", "--oauth-file", str(oauth)])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs redirect_uri" in err and "very-secret-refresh" not in err
+    assert ClientRepository(admin_env).registered() == []  # nothing written
 
 
 @pytest.mark.parametrize(
@@ -87,3 +110,61 @@ def test_malformed_credentials_are_reported_without_quoting_the_secrets(admin_en
     with pytest.raises(AmoCrmAuthError) as failure:
         AmoCrmCredentialStore(PREFIX).load("leaky")
     assert "access_token" in str(failure.value) and "very-secret-refresh" not in str(failure.value)
+
+
+# ------------------------------------------------------------------ `make admin`: finding the local platform
+def _admin_says(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    from infra.admin import main as local_admin
+
+    assert local_admin(list(args)) == 2
+    return capsys.readouterr().err
+
+
+def test_the_local_admin_says_when_no_platform_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    missing = tmp_path / "platform.json"
+    err = _admin_says(capsys, "--state-file", str(missing), "register-client", "--help")
+    assert "no local platform is running" in err and "make serve" in err
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    missing.write_text(json.dumps({"pid": gone.pid, "moto_url": "http://127.0.0.1:1"}))
+    assert "is no longer running" in _admin_says(capsys, "--state-file", str(missing), "register-client")
+
+
+def test_the_local_admin_never_sends_aws_requests_off_loopback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import httpx
+
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: pytest.fail("no request may leave for that address"))
+    state = tmp_path / "platform.json"
+    state.write_text(json.dumps({"pid": os.getpid(), "moto_url": "https://dynamodb.us-east-1.amazonaws.com"}))
+    assert "not a loopback address" in _admin_says(capsys, "--state-file", str(state), "register-client")
+
+
+def test_a_platform_never_takes_over_a_live_platforms_state_file(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from infra.local_state import read_state, remove_state, write_state
+
+    path = tmp_path / "platform.json"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        path.write_text(json.dumps({"pid": other.pid, "moto_url": "http://127.0.0.1:5001"}))
+        assert write_state({"moto_url": "http://127.0.0.1:5002"}, path) is False
+        remove_state("http://127.0.0.1:5001", path)  # not this process's: kept
+        assert read_state(path) == {"pid": other.pid, "moto_url": "http://127.0.0.1:5001"}
+    finally:
+        other.kill()
+        other.wait()
+    assert write_state({"moto_url": "http://127.0.0.1:5002"}, path) is True  # its owner is gone
+    assert read_state(path) == {"moto_url": "http://127.0.0.1:5002", "pid": os.getpid()}
+    remove_state("http://127.0.0.1:5003", path)  # another platform of this process: kept
+    assert path.exists()
+    remove_state("http://127.0.0.1:5002", path)
+    assert not path.exists()

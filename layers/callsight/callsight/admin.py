@@ -3,7 +3,7 @@
     callsight-admin register-client --client-id clinic42 --subdomain clinic42 \
         --timezone Asia/Yekaterinburg --token-file token.txt
     callsight-admin register-client --client-id clinic42 --subdomain clinic42 \
-        --oauth-file oauth.json        # {"access_token", "refresh_token", "expires_at", "oauth_client_id", ...}
+        --oauth-file oauth.json        # {"access_token", "refresh_token", "oauth_client_id", "redirect_uri", ...}
     callsight-admin sync-postgres --client-id clinic42 --start-date 2026-11-01 --end-date 2026-11-30
 
 The table name, the bucket and the secrets come from CALLSIGHT_TABLE_NAME, CALLSIGHT_BUCKET,
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError
 
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             credentials = AmoCrmCredentials.model_validate_json(_read(args.oauth_file))
             if not credentials.can_refresh:
                 parser.error("the OAuth file needs refresh_token, oauth_client_id and oauth_client_secret")
+            redirect = urlsplit(credentials.redirect_uri or "")
+            if redirect.scheme not in ("https", "http") or not redirect.netloc:
+                parser.error("the OAuth file needs redirect_uri, the integration's redirect URI exactly as registered "
+                             "in amoCRM (https://...): amoCRM refuses a token refresh that sends another")
             mode = "oauth"
         profile = ClientProfile(
             client_id=args.client_id, name=args.name, amocrm_subdomain=args.subdomain,

@@ -2,7 +2,9 @@
 
 amoCRM's refresh token is single-use: two refreshes racing would leave one side with a revoked
 pair. A refresh therefore runs under a short DynamoDB lease, re-reads the secret first (another
-worker may have refreshed already) and writes the new pair before anything uses it.
+worker may have refreshed already) and writes the new pair before anything uses it; the clinic's registry
+entry records when (the scheduled keep-alive, ``callsight.logic.token_refresh``, rotates pairs left unused).
+The refresh sends the ``redirect_uri`` the integration was registered with: amoCRM refuses another.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Protocol
 import httpx
 from pydantic import SecretStr
 
-from callsight.dal.clients import AmoCrmCredentials, AmoCrmCredentialStore
+from callsight.dal.clients import AmoCrmCredentials, AmoCrmCredentialStore, ClientRepository
 from callsight.dal.table import ConditionFailed, Table, client_pk
 from callsight.errors import AmoCrmAuthError, AmoCrmUnavailable
 
@@ -65,9 +67,25 @@ class StoredToken:
         with self._lock:
             return self._refresh_locked(rejected)
 
+    @property
+    def can_refresh(self) -> bool:
+        """An OAuth pair (a long-lived token has nothing to refresh)."""
+        return self._credentials.can_refresh
+
+    def rotate(self) -> bool:
+        """Exchange the refresh token for a new pair now, under the lease (the scheduled keep-alive). False when
+        another worker exchanged the pair since it was loaded here: it is fresh, nothing is sent."""
+        with self._lock:
+            return self._exchange_under_lease(self._credentials.access_token.get_secret_value())
+
     def _refresh_locked(self, rejected: str) -> str:
+        self._exchange_under_lease(rejected)
+        return self._credentials.access_token.get_secret_value()
+
+    def _exchange_under_lease(self, rejected: str) -> bool:
+        """Exchange the pair whose access token is ``rejected``; False when the held or stored one is another."""
         if self._credentials.access_token.get_secret_value() != rejected:
-            return self._credentials.access_token.get_secret_value()
+            return False
         if not self._credentials.can_refresh:
             raise AmoCrmAuthError(
                 "amoCRM rejected the long-lived token (401); register a new one with callsight-admin")
@@ -80,22 +98,26 @@ class StoredToken:
             current = self.store.load(self.client_id)
             if current.access_token.get_secret_value() != rejected:
                 self._credentials = current  # refreshed by someone else meanwhile
-                return current.access_token.get_secret_value()
+                return False
             self._credentials = self._exchange(current)
             self.store.save(self.client_id, self._credentials)
-            return self._credentials.access_token.get_secret_value()
+            ClientRepository(self.table).record_token_refresh(self.client_id, int(time.time()))
+            return True
         finally:
             self._release_lease()
 
     def _exchange(self, creds: AmoCrmCredentials) -> AmoCrmCredentials:
         assert creds.refresh_token and creds.oauth_client_secret
+        if not creds.redirect_uri:  # amoCRM refuses a refresh whose redirect_uri is not the integration's
+            raise AmoCrmAuthError(f"the OAuth credentials of {self.client_id} have no redirect_uri: register the "
+                                  "clinic again with the integration's redirect_uri in the --oauth-file")
         try:
             answer = self.http.post(f"{self.base_url}/oauth2/access_token", json={
                 "client_id": creds.oauth_client_id,
                 "client_secret": creds.oauth_client_secret.get_secret_value(),
                 "grant_type": "refresh_token",
                 "refresh_token": creds.refresh_token.get_secret_value(),
-                "redirect_uri": creds.redirect_uri or "",
+                "redirect_uri": creds.redirect_uri,
             })
         except httpx.HTTPError as exc:
             raise AmoCrmUnavailable(f"amoCRM token refresh failed: {type(exc).__name__}") from None

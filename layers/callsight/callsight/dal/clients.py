@@ -15,6 +15,14 @@ from callsight.dates import utc_now_iso
 from callsight.errors import AmoCrmAuthError, ClientNotFound, validation_problems
 from callsight.models import CLIENT_ID_PATTERN
 
+AuthMode = Literal["long_lived", "oauth"]
+
+#: the registry of clinics: one small item per clinic (``CLIENTS`` / ``<client_id>``) written at registration, so
+#: the scheduled token refresh lists the clinics with one Query of one partition, never a Scan of the calls
+REGISTRY_PK = "CLIENTS"
+#: sort-key bounds covering every client id (CLIENT_ID_PATTERN: a letter or digit first, then [A-Za-z0-9_.-])
+_REGISTRY_SK_RANGE = ("0", "~")
+
 
 class ClientProfile(BaseModel):
     """What Callsight knows of a clinic, secrets excepted."""
@@ -27,7 +35,7 @@ class ClientProfile(BaseModel):
     #: overrides https://<subdomain>.amocrm.ru (Kommo accounts, the local stub)
     amocrm_base_url: str | None = None
     timezone: str = "Europe/Moscow"
-    auth_mode: Literal["long_lived", "oauth"] = "long_lived"
+    auth_mode: AuthMode = "long_lived"
     #: per-clinic analysis settings (rubric, prompt, model overrides), used by the analysis process
     analysis: dict[str, Any] = Field(default_factory=dict)
     min_recording_seconds: int | None = Field(default=None, ge=0)
@@ -57,9 +65,35 @@ class ClientRepository:
         return ClientProfile.model_validate(item)
 
     def put(self, profile: ClientProfile) -> None:
-        item = {"pk": client_pk(profile.client_id), "sk": "PROFILE", "updated_at": utc_now_iso(),
+        """The profile and its registry entry, in one transaction. A re-registration starts the entry afresh: a new
+        pair's age is unknown, so the next scheduled refresh rotates it."""
+        now = utc_now_iso()
+        item = {"pk": client_pk(profile.client_id), "sk": "PROFILE", "updated_at": now,
                 **profile.model_dump(exclude_none=True)}
-        self.table.put(item)
+        entry = {"pk": REGISTRY_PK, "sk": profile.client_id, "client_id": profile.client_id,
+                 "auth_mode": profile.auth_mode, "updated_at": now}
+        self.table.transact([{"Put": {"Item": item}}, {"Put": {"Item": entry}}])
+
+    def registered(self) -> list[RegisteredClient]:
+        """Every registered clinic's registry entry (one Query)."""
+        items = self.table.query(REGISTRY_PK, *_REGISTRY_SK_RANGE)
+        return [RegisteredClient.model_validate(item) for item in items]
+
+    def record_token_refresh(self, client_id: str, at: int) -> None:
+        """The clinic's OAuth pair was exchanged at ``at`` (unix seconds)."""
+        self.table.update(REGISTRY_PK, client_id, "SET token_refreshed_at = :at, auth_mode = :oauth, client_id = :id",
+                          values={":at": at, ":oauth": "oauth", ":id": client_id})
+
+
+class RegisteredClient(BaseModel):
+    """A clinic's registry entry: how it authenticates and when its OAuth pair was last exchanged."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    client_id: str
+    auth_mode: AuthMode
+    #: unix seconds of the last exchange of the refresh token by Callsight; None: not since registration
+    token_refreshed_at: int | None = None
 
 
 class AmoCrmCredentials(BaseModel):
