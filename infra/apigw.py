@@ -3,10 +3,12 @@
 Routes come from the template's ``Type: Api`` events. A request becomes the proxy event API
 Gateway builds, the function runs in-process, and its ``statusCode``/``headers``/
 ``multiValueHeaders``/``body`` become the HTTP answer. Unknown path: 404; known path, other
-method: 405; body over 10 MB: 413; handler exception or malformed answer: 502 (tracebacks go to
-the log only). OPTIONS on a known path answers the API's CORS preflight (its ``Cors`` in the
-template); other answers carry CORS headers only if the function sets them, as on AWS. ``GET /``
-lists routes.
+method (TRACE and methods HTTP does not define included): 405; body over 10 MB: 413; a
+``Content-Length`` that is not a size: 400; handler exception or malformed answer: 502 (tracebacks
+go to the log only). Every answer of the emulation itself is JSON ``{"message"}``, the server's
+own (a malformed request line, headers too long) included. OPTIONS on a known path answers the
+API's CORS preflight (its ``Cors`` in the template); other answers carry CORS headers only if the
+function sets them, as on AWS. ``GET /`` lists routes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -33,6 +36,9 @@ from infra.template import ACCOUNT_ID, ApiRoute
 log = logging.getLogger("infra.apigw")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+#: connections the kernel queues before the server accepts them (socketserver's default, 5, makes a burst of
+#: clients wait 1-3 s for their SYN to be retried)
+LISTEN_BACKLOG = 128
 
 #: invoke(function_logical_id, event, request_id) -> the handler's return value (exceptions propagate)
 Invoke = Callable[[str, dict[str, Any], str], Any]
@@ -40,6 +46,15 @@ Invoke = Callable[[str, dict[str, Any], str], Any]
 
 class PayloadTooLarge(Exception):
     pass
+
+
+class BadContentLength(ValueError):
+    pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,7 @@ class ApiGateway:
         self.api_id = api_id
         self.account_id = account_id
         self.max_body_bytes = max_body_bytes
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
 
@@ -97,8 +112,7 @@ class ApiGateway:
         class Handler(_RequestHandler):
             api = gateway
 
-        server = ThreadingHTTPServer((self.host, self.requested_port), Handler)
-        server.daemon_threads = True
+        server = _Server((self.host, self.requested_port), Handler)
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -211,6 +225,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (TRACE, PROPFIND, made-up ones) is routed like the others: 404 or 405, in JSON."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The HTTP server's own errors (a malformed request line, headers too long) as JSON, not HTML."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        if self.request_version == "HTTP/0.9":  # a request line it could not read: answer with a status line
+            self.request_version = "HTTP/1.1"
+        self._send(code, _json_body({"message": message or phrase}), close=True)
+
     # ------------------------------------------------------------------ helpers
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None,
               *, close: bool = False) -> None:
@@ -232,7 +262,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._read_chunked()
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise BadContentLength(self.headers.get("Content-Length")) from None
+        if length < 0:  # rfile.read(-1) would wait for the client to close the connection
+            raise BadContentLength(length)
         if length > self.api.max_body_bytes:
             self._discard(length)
             raise PayloadTooLarge(length)
@@ -277,6 +312,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except PayloadTooLarge:
             self._send(413, _json_body({"message": f"HTTP content length exceeded {self.api.max_body_bytes} bytes."}),
                        close=True)
+            return
+        except BadContentLength:
+            self._send(400, _json_body({"message": "Content-Length must be a number of bytes"}), close=True)
             return
         except ValueError:
             self._send(400, _json_body({"message": "Bad request body"}), close=True)

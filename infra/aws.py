@@ -10,22 +10,33 @@ every item of the table, so both cost the same on a table of 10 or 100,000 items
 item operations, already in DynamoDB's wire format, go out as JSON directly instead of through
 moto's model-driven serializer (a third of the server's CPU); an update expression is parsed once
 per distinct text, and its clauses counted once per expression instead of once per node.
+
+The process never reaches real AWS: ``refuse_real_aws()`` (installed when moto starts and never
+removed) makes botocore refuse any request to a host that is not loopback and resolve no credentials
+but dummy ones (no profile, file, credential process or metadata service is consulted), so a handler
+that outlives the platform gets an error instead of the developer's account;
+``isolate_from_real_aws()`` also replaces the AWS environment with dummy values for the rest of the
+process (``python -m infra.serve`` does it first).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, ClassVar, cast
+from urllib.parse import urlsplit
 
 import boto3
+import botocore.credentials
 import botocore.session
 from botocore.config import Config
+from botocore.httpsession import URLLib3Session
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
@@ -38,6 +49,98 @@ log = logging.getLogger("infra.aws")
 DYNAMODB_LOCK = threading.RLock()
 STATE_MACHINE_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/callsight-local-states"
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+#: the AWS environment of code the platform runs (None: removed): dummy keys, which botocore takes before any
+#: other source, and none of the others (profiles, shared files, web identity, instance or container metadata)
+ISOLATED_AWS_ENVIRONMENT: dict[str, str | None] = {
+    **DUMMY_CREDENTIALS,
+    "AWS_SESSION_TOKEN": None,
+    "AWS_SECURITY_TOKEN": None,
+    "AWS_PROFILE": None,
+    "AWS_DEFAULT_PROFILE": None,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_WEB_IDENTITY_TOKEN_FILE": None,
+    "AWS_ROLE_ARN": None,
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": None,
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI": None,
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN": None,
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": None,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+class RealAwsRefused(RuntimeError):
+    """botocore was about to send a request beyond loopback (real AWS, instance metadata) from this process."""
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); names that merely resolve there are not."""
+    if not host:
+        return False
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class _DummyCredentials(botocore.credentials.CredentialProvider):
+    METHOD = CANONICAL_NAME = "callsight-local-platform"
+
+    def load(self) -> botocore.credentials.Credentials:
+        return botocore.credentials.Credentials(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                                DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], method=self.METHOD)
+
+
+def _dummy_credential_resolver(session: Any, cache: Any = None,
+                               region_name: str | None = None) -> botocore.credentials.CredentialResolver:
+    return botocore.credentials.CredentialResolver(providers=[_DummyCredentials()])
+
+
+_guard_lock = threading.Lock()
+
+
+def refuse_real_aws() -> None:
+    """From now on, for the life of the process, botocore sends nothing to a host that is not loopback and
+    resolves no credentials but dummy ones.
+
+    Every botocore request (any session or client, credential providers' metadata look-ups included) goes
+    through ``URLLib3Session.send``; the guard checks the request's host before any DNS look-up or connection
+    and raises RealAwsRefused (not retried by botocore). A session that needs credentials builds its resolver
+    with ``botocore.credentials.create_credential_resolver``: it gets the dummy keys only, so no profile, shared
+    file, ``credential_process``, SSO cache or metadata service is read. Idempotent; there is no way back, on
+    purpose.
+    """
+    with _guard_lock:
+        original: Callable[[Any, Any], Any] = URLLib3Session.send
+        if getattr(original, "_callsight_original", None) is not None:
+            return
+        botocore.credentials.create_credential_resolver = _dummy_credential_resolver
+
+        @functools.wraps(original)
+        def send(self: Any, request: Any) -> Any:
+            host = urlsplit(str(request.url)).hostname
+            if not is_loopback(host):
+                raise RealAwsRefused(f"the local platform sends AWS requests to loopback only; refused one to {host} "
+                                     "(no AWS_ENDPOINT_URL: a handler outliving the platform?)")
+            return original(self, request)
+
+        send._callsight_original = original  # type: ignore[attr-defined]
+        URLLib3Session.send = send  # type: ignore[method-assign]
+
+
+def isolate_from_real_aws(environ: MutableMapping[str, str] | None = None) -> None:
+    """``refuse_real_aws()``, and the AWS environment of ISOLATED_AWS_ENVIRONMENT for the rest of the process
+    (for a process that exists to run the platform: nothing restores the developer's values)."""
+    refuse_real_aws()
+    target = os.environ if environ is None else environ
+    for name, value in ISOLATED_AWS_ENVIRONMENT.items():
+        if value is None:
+            target.pop(name, None)
+        else:
+            target[name] = value
 
 
 class _TransactionState(threading.local):
@@ -283,9 +386,12 @@ def _unpatch_dynamodb() -> None:
 
 
 def make_stops_final() -> None:
-    """A stopped execution ends ABORTED, as on AWS. moto's interpreter reads the program's last state
-    when its worker ends: a task that was in flight when StopExecution came can fail afterwards and
-    turn the run FAILED (its Catch even runs). Idempotent."""
+    """A stopped execution is ABORTED from the moment StopExecution returns, as on AWS, and stays so.
+
+    moto's interpreter reflects a stop only when its worker ends, after the tasks in flight have returned
+    (so the status-change event, and the run's end, came late while those tasks' workers went on claiming
+    calls), and it reads the program's last state then: a task in flight when StopExecution came can fail
+    afterwards and turn the run FAILED (its Catch even runs). Idempotent."""
     from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 
@@ -294,17 +400,24 @@ def make_stops_final() -> None:
     original_stop: Callable[..., Any] = Execution.stop
     original_reflect: Callable[[Any], None] = BaseExecutionWorkerCommunication._reflect_execution_status
 
+    def aborted(execution: Any) -> None:
+        execution.exec_status = ExecutionStatus.ABORTED
+        execution.stop_date, execution.error, execution.cause = execution._callsight_stopped
+
     @functools.wraps(original_stop)
-    def stop(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.exec_status == ExecutionStatus.RUNNING:
-            self._callsight_stopped = True
-        return original_stop(self, *args, **kwargs)
+    def stop(self: Any, stop_date: Any, error: str | None, cause: str | None) -> Any:
+        running = self.exec_status == ExecutionStatus.RUNNING
+        result = original_stop(self, stop_date=stop_date, error=error, cause=cause)
+        if running:
+            self._callsight_stopped = (stop_date, error, cause)
+            aborted(self)
+        return result
 
     @functools.wraps(original_reflect)
     def reflect(self: Any) -> None:
         original_reflect(self)
-        if getattr(self.execution, "_callsight_stopped", False):
-            self.execution.exec_status = ExecutionStatus.ABORTED
+        if getattr(self.execution, "_callsight_stopped", None) is not None:
+            aborted(self.execution)
 
     stop._callsight_original = original_stop  # type: ignore[attr-defined]
     Execution.stop = stop  # type: ignore[method-assign]
@@ -494,6 +607,7 @@ class LocalAws:
         self._saved_config = copy.deepcopy(cast(dict[str, Any], default_user_config))
         default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
         default_user_config.setdefault("lambda", {})["use_docker"] = False
+        refuse_real_aws()  # before anything of the platform can make a request; kept for the process's life
         install_dynamodb_lock()
         make_stops_final()
         make_nested_executions_start()

@@ -6,6 +6,8 @@ name (every function's module is ``app.py``) with its layers on ``sys.path``, an
 Lambda-like context. ``install()`` replaces ``moto.awslambda_simple``'s ``invoke`` so Step Functions
 Lambda tasks (and any boto3 ``lambda.invoke`` against moto) run the real handlers; errors come
 back as Lambda's ``{"errorType", "errorMessage"}`` with ``X-Amz-Function-Error: Unhandled``.
+``drain(seconds)`` refuses new invocations and waits a bounded time for the running ones (stopping
+the platform); Python cannot end a thread, so what still runs then is left to its thread.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from infra.template import ACCOUNT_ID, REGION, Template
 log = logging.getLogger("infra.lambdas")
 
 MODULE_PREFIX = "_callsight_local_fn_"
+#: how long stopping the platform waits for running invocations before it leaves them (``--stop-timeout``)
+DRAIN_SECONDS = 10.0
 
 Handler = Callable[[Any, Any], Any]
 
@@ -81,6 +85,10 @@ class HandlerImportError(RuntimeError):
     """The handler's module or attribute cannot be loaded."""
 
 
+class PlatformStopping(RuntimeError):
+    """The dispatcher is draining: no new invocation starts."""
+
+
 @dataclass(frozen=True)
 class InvocationResult:
     payload: Any  # the handler's return value, or the error body
@@ -112,6 +120,9 @@ class LambdaDispatcher:
         self._handlers: dict[str, Handler] = {}
         self._load_locks = {logical_id: threading.Lock() for logical_id in self.specs}
         self._original_invoke: Any = None
+        self._running = 0
+        self._draining = False
+        self._running_changed = threading.Condition()
 
     @classmethod
     def from_template(cls, template: Template) -> LambdaDispatcher:
@@ -204,16 +215,43 @@ class LambdaDispatcher:
     def call(self, name_or_arn: str, event: Any, *, request_id: str | None = None) -> Any:
         """Run the handler; its exceptions propagate (the API emulation maps them to 502)."""
         spec = self.resolve(name_or_arn)
-        handler = self.handler(spec.logical_id)
-        context = self.context(spec, request_id)
-        started = time.monotonic()
+        with self._invocation(spec):
+            handler = self.handler(spec.logical_id)
+            context = self.context(spec, request_id)
+            started = time.monotonic()
+            try:
+                return handler(event, context)
+            finally:
+                elapsed = time.monotonic() - started
+                if elapsed > spec.timeout_s:
+                    log.warning("%s ran %.1f s, over its %d s Timeout (on AWS it would have been killed)",
+                                spec.logical_id, elapsed, spec.timeout_s)
+
+    @contextmanager
+    def _invocation(self, spec: HandlerSpec) -> Iterator[None]:
+        with self._running_changed:
+            if self._draining:
+                raise PlatformStopping(f"{spec.logical_id} not invoked: the local platform is stopping")
+            self._running += 1
         try:
-            return handler(event, context)
+            yield
         finally:
-            elapsed = time.monotonic() - started
-            if elapsed > spec.timeout_s:
-                log.warning("%s ran %.1f s, over its %d s Timeout (on AWS it would have been killed)",
-                            spec.logical_id, elapsed, spec.timeout_s)
+            with self._running_changed:
+                self._running -= 1
+                self._running_changed.notify_all()
+
+    @property
+    def running(self) -> int:
+        """Invocations running now."""
+        return self._running
+
+    def drain(self, seconds: float) -> int:
+        """Refuse new invocations from now on; wait up to ``seconds`` for the running ones. Returns how many still
+        run (Python cannot stop them: their threads go on)."""
+        with self._running_changed:
+            self._draining = True
+            self._running_changed.wait_for(lambda: self._running == 0, timeout=seconds)
+            return self._running
 
     def invoke(self, name_or_arn: str, event: Any) -> InvocationResult:
         """Run the handler the way Lambda reports it: a result, or an ``errorType``/``errorMessage`` body."""

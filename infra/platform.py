@@ -2,9 +2,11 @@
 
 Starts, in order: PostgreSQL (embedded, optional; it comes up in the background while the next pieces
 start), the amoCRM stub (unless a real demo amoCRM is configured), moto with the template's resources,
-the process environment, the Lambda dispatcher, the EventBridge emulation and the API Gateway
-emulation; then registers the demo clinic. ``stop()`` undoes all of it (ports freed, environment
-restored). One platform per process at a time: the environment and moto's patches are process-wide.
+the process environment, the Lambda dispatcher, the EventBridge emulation (status-change rules and the
+template's schedules) and the API Gateway emulation; then registers the demo clinic and writes
+``.local/platform.json`` (how ``python -m infra.admin`` finds it). ``stop()`` undoes all of it (ports freed,
+environment restored, the state file removed). One platform per process at a time: the environment and moto's
+patches are process-wide.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from infra.apigw import ApiGateway
-from infra.aws import DUMMY_CREDENTIALS, LocalAws
+from infra.aws import ISOLATED_AWS_ENVIRONMENT, LocalAws
 from infra.events import ExecutionEventWatcher
-from infra.lambdas import HandlerSpec, LambdaDispatcher
+from infra.lambdas import DRAIN_SECONDS, HandlerSpec, LambdaDispatcher
+from infra.local_state import STATE_FILE, remove_state, write_state
 from infra.postgres import LocalPostgres
+from infra.schedules import ScheduleEmulator
 from infra.template import DEFAULT_TEMPLATE, Template, TemplateError
 
 log = logging.getLogger("infra.platform")
@@ -38,6 +43,8 @@ DATABASE_SECRET_ID = "DatabaseUrlSecret"  # noqa: S105 - a logical id
 STUB_OPENAI_KEY = "stub-openai-key"
 REAL_OPENAI_KEY_ENV = "OPENAI_API_KEY"
 REAL_OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
+#: the template parameter listing the private hosts recording links may reach (the stub's is added)
+RECORDING_PRIVATE_HOSTS = "RecordingPrivateHosts"
 DEFAULT_STUB_TOKEN = "stub-long-lived-token"  # noqa: S105 - the stub's documented demo token
 
 _active_lock = threading.Lock()
@@ -57,7 +64,10 @@ class LocalPlatform:
                  amocrm_fault_rate: float = 0.0, openai_latency_ms: int = 0, openai_fault_rate: float = 0.0,
                  postgres: bool = True, stage: str = "local",
                  parameter_overrides: dict[str, Any] | None = None, template_path: str | Path = DEFAULT_TEMPLATE,
-                 handler_overrides: Mapping[str, HandlerSpec | tuple[str | Path, str]] | None = None) -> None:
+                 handler_overrides: Mapping[str, HandlerSpec | tuple[str | Path, str]] | None = None,
+                 state_file: str | Path | None = STATE_FILE) -> None:
+        """``state_file``: where the running platform describes itself for ``python -m infra.admin`` (None: no
+        file)."""
         self.port = port
         self.demo_calls = demo_calls
         self.amocrm_latency_ms = amocrm_latency_ms
@@ -69,6 +79,7 @@ class LocalPlatform:
         self.use_postgres = postgres
         self.stage = stage
         self.parameter_overrides = {"Stage": stage, **(parameter_overrides or {})}
+        self._given_private_hosts = str(self.parameter_overrides.get(RECORDING_PRIVATE_HOSTS, ""))
         self.template_path = Path(template_path)
         self.handler_overrides = dict(handler_overrides or {})
         self.template: Template = Template(self.template_path, parameter_overrides=self.parameter_overrides,
@@ -81,6 +92,8 @@ class LocalPlatform:
         self.aws = LocalAws()
         self.dispatcher: LambdaDispatcher | None = None
         self.events: ExecutionEventWatcher | None = None
+        self.schedules: ScheduleEmulator | None = None
+        self.state_file = Path(state_file) if state_file is not None else None
         self.api: ApiGateway | None = None
         self._postgres: LocalPostgres | None = None
         self._postgres_thread: threading.Thread | None = None
@@ -194,20 +207,35 @@ class LocalPlatform:
         self.events = ExecutionEventWatcher(self.template.event_rules, self._deliver_event,
                                             region=self.template.region, account_id=self.template.account_id)
         self.events.start()
+        self.schedules = ScheduleEmulator(self.template.schedules, self._deliver_schedule,
+                                          region=self.template.region, account_id=self.template.account_id)
+        self.schedules.start()
         self.api = ApiGateway(self.template.api_routes, self._invoke_api, port=self.port, cors=self.template.api_cors,
                               stage=self.template.api_stage, api_id=self.template.ref("CallsightApi")
                               if "CallsightApi" in self.template.resources else "local")
         self.api.start()
         self._register_demo_client()
+        self._write_state_file()
         log.info("local platform ready: API %s, moto %s", self.api.url, self.aws.url)
 
-    def stop(self) -> None:
-        """Stop everything that runs, free every port, restore the environment (idempotent)."""
+    def stop(self, *, drain_seconds: float = DRAIN_SECONDS) -> int:
+        """Stop everything that runs, free every port, restore the environment (idempotent).
+
+        Once nothing new can start (API, events, schedules stopped, executions aborted), running invocations get
+        ``drain_seconds`` to end before moto stops. Returns how many were still running: their threads go on, but
+        AWS for them is gone and botocore refuses any other host (``infra.aws.refuse_real_aws``)."""
         if not self._started:
-            return
+            return 0
         errors: list[BaseException] = []
-        for step in (self._stop_api, self._stop_events, self.aws.stop, self._stop_dispatcher,
-                     self._restore_environment, self._stop_amocrm, self._stop_openai, self._stop_postgres):
+        unfinished = 0
+
+        def drain_invocations() -> None:
+            nonlocal unfinished
+            unfinished = self._drain(drain_seconds)
+
+        for step in (self._remove_state_file, self._stop_api, self._stop_events, self._stop_schedules,
+                     drain_invocations, self.aws.stop, self._stop_dispatcher, self._restore_environment,
+                     self._stop_amocrm, self._stop_openai, self._stop_postgres):
             try:
                 step()
             except Exception as exc:
@@ -219,6 +247,19 @@ class LocalPlatform:
                 LocalPlatform.active = None
         if errors:
             raise PlatformError(f"the platform stopped with {len(errors)} error(s); first: {errors[0]!r}")
+        return unfinished
+
+    def _drain(self, seconds: float) -> int:
+        """Abort the running executions, refuse new invocations, wait up to ``seconds`` for the running ones."""
+        if self.aws.running:
+            self.aws.abort_running_executions("the local platform stopped")
+        if self.dispatcher is None:
+            return 0
+        unfinished = self.dispatcher.drain(seconds)
+        if unfinished:
+            log.warning("%d invocation(s) still running after %.0f s: leaving them (AWS stops under them)",
+                        unfinished, seconds)
+        return unfinished
 
     def _stop_api(self) -> None:
         if self.api is not None:
@@ -229,6 +270,25 @@ class LocalPlatform:
         if self.events is not None:
             self.events.stop()
             self.events = None
+
+    def _stop_schedules(self) -> None:
+        if self.schedules is not None:
+            self.schedules.stop()
+            self.schedules = None
+
+    def _write_state_file(self) -> None:
+        if self.state_file is None:
+            return
+        state = {"moto_url": self.aws.url, "region": self.template.region, "api_url": self.api_url,
+                 "amocrm_url": self.amocrm_url,
+                 "environment": {k: v for k, v in self.env.items() if k.startswith("CALLSIGHT_")}}
+        if not write_state(state, self.state_file):
+            log.warning("%s describes another running platform: `python -m infra.admin` finds that one, not this",
+                        self.state_file)
+
+    def _remove_state_file(self) -> None:
+        if self.state_file is not None and self.aws.running:
+            remove_state(self.aws.url, self.state_file)
 
     def _stop_dispatcher(self) -> None:
         if self.dispatcher is not None:
@@ -288,7 +348,19 @@ class LocalPlatform:
         self.amocrm_url = str(stub.url)
         self._amocrm_token = str(getattr(stub, "access_token", None)
                                  or getattr(stub_module, "DEFAULT_ACCESS_TOKEN", DEFAULT_STUB_TOKEN))
+        self._allow_recording_host(urlsplit(self.amocrm_url).netloc)
         log.info("amoCRM stub on %s (%d demo calls)", self.amocrm_url, self.demo_calls)
+
+    def _allow_recording_host(self, host_port: str) -> None:
+        """Recording links may reach ``host_port`` (the stub serves the demo recordings on 127.0.0.1), as a clinic's
+        private PBX is allowed on AWS: exactly that host and port, besides the entries the caller passed, so a link
+        to any other local port is refused here as it is there."""
+        if RECORDING_PRIVATE_HOSTS not in (self.template.raw.get("Parameters") or {}):
+            return
+        given = [entry.strip() for entry in self._given_private_hosts.split(",")]
+        self.parameter_overrides[RECORDING_PRIVATE_HOSTS] = ",".join([host_port, *filter(None, given)])
+        self.template = Template(self.template_path, parameter_overrides=self.parameter_overrides,
+                                 stack_name=f"callsight-{self.stage}")
 
     def _start_openai(self) -> None:
         """The stub OpenAI, unless OPENAI_API_KEY is set: then the real service (or OPENAI_BASE_URL's)."""
@@ -336,10 +408,7 @@ class LocalPlatform:
         env.update({
             "AWS_DEFAULT_REGION": self.template.region,
             "AWS_REGION": self.template.region,
-            **DUMMY_CREDENTIALS,
-            "AWS_SESSION_TOKEN": None,
-            "AWS_PROFILE": None,
-            "AWS_DEFAULT_PROFILE": None,
+            **ISOLATED_AWS_ENVIRONMENT,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "CALLSIGHT_LOCAL_PLATFORM": "1",
@@ -400,6 +469,17 @@ class LocalPlatform:
     # ------------------------------------------------------------------ handler entry points
     def _invoke_api(self, function: str, event: dict[str, Any], request_id: str) -> Any:
         return self._require(self.dispatcher).call(function, event, request_id=request_id)
+
+    def run_schedule(self, function: str, event_name: str | None = None) -> Any:
+        """Deliver a function's template schedule now (as EventBridge would at its time); the handler's answer."""
+        return self._require(self.schedules).run_now(function, event_name)
+
+    def _deliver_schedule(self, function: str, event: Any) -> Any:
+        result = self._require(self.dispatcher).invoke(function, event)
+        if result.error:
+            raise PlatformError(f"scheduled {function} failed: {result.payload.get('errorType')}: "
+                                f"{result.payload.get('errorMessage')}")
+        return result.payload
 
     def _deliver_event(self, function: str, event: dict[str, Any]) -> None:
         result = self._require(self.dispatcher).invoke(function, event)

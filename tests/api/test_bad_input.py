@@ -99,3 +99,36 @@ def test_every_process_start_and_status_names_the_bad_field(api: httpx.Client, p
     assert status.status_code == 400 and status.json()["errors"][0]["field"] == "end_date", status.text
     unknown = api.get(process.spec.status_path, params={**GOOD, "client_id": "no-such-clinic"})
     assert unknown.status_code == 404 and unknown.json()["error"] == "client_not_found"
+
+
+@pytest.mark.parametrize("process", list(Process), ids=str)
+@pytest.mark.parametrize(("day", "field"), [("9999-12-31", "start_date"), ("1969-12-31", "start_date"),
+                                            ("9999-12-30", "end_date")])
+def test_days_beyond_what_a_range_can_hold_are_400_on_every_process(api: httpx.Client, process: Process,
+                                                                    day: str, field: str) -> None:
+    """9999-12-31 once reached a 502 (OverflowError turning the range into instants) or was accepted."""
+    days = {"start_date": day, "end_date": day} if field == "start_date" else {"start_date": "9999-12-29",
+                                                                                "end_date": day}
+    start = api.post(process.spec.start_path, json={"client_id": "demo", **days})
+    status = api.get(process.spec.status_path, params={"client_id": "demo", **days})
+    for answer in (start, status):
+        assert answer.status_code == 400, answer.text
+        problems = {p["field"]: p["problem"] for p in answer.json()["errors"]}
+        assert field in problems and "9998-12-31" in problems[field], problems
+
+
+@pytest.mark.parametrize("process", [Process.SYNC, Process.TRANSCRIBE, Process.PIPELINE], ids=str)
+@pytest.mark.parametrize(("raw", "words"), [
+    (b"[" * 1000 + b"]" * 1000, "nested too deeply"),
+    (b'{"client_id": "demo", "start_date": "2026-11-01", "end_date": "2026-11-02", "x": '
+     + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    (b'{"client_id": "d\xffmo", "start_date": "2026-11-01", "end_date": "2026-11-02"}', "not UTF-8"),
+    (b"\xff\xfe{\x00}\x00", "not UTF-8"),
+])
+def test_a_body_the_parser_cannot_read_is_400_naming_the_body(api: httpx.Client, process: Process, raw: bytes,
+                                                               words: str) -> None:
+    answer = api.post(process.spec.start_path, content=raw, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    (problem,) = answer.json()["errors"]
+    assert problem["field"] == "body" and words in problem["problem"], problem

@@ -9,6 +9,9 @@ from typing import Any
 
 import httpx
 
+from callsight.dal.runs import RunRepository
+from callsight.dal.table import Table
+from callsight.dates import DateRange
 from infra.platform import LocalPlatform
 from tests.api.conftest import (
     ANALYZE_STATUS,
@@ -22,12 +25,16 @@ from tests.api.conftest import (
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
+def _week() -> DateRange:
+    start = date.today() - timedelta(days=8)
+    return DateRange(start, start + timedelta(days=6))
+
+
 def _invoke(platform: LocalPlatform, function: str, event_file: str, **changes: str) -> dict[str, Any]:
     # the samples' week moved to last week: the stub's demo calls are always the last 30 days
     text = (EVENTS / event_file).read_text(encoding="utf-8")
-    week_start = date.today() - timedelta(days=8)
-    text = text.replace("2026-11-01", week_start.isoformat()).replace(
-        "2026-11-07", (week_start + timedelta(days=6)).isoformat())
+    week = _week()
+    text = text.replace("2026-11-01", week.start.isoformat()).replace("2026-11-07", week.end.isoformat())
     if changes:
         text = json.dumps({**json.loads(text), **changes})
     answer = platform.boto3_client("lambda").invoke(FunctionName=function, Payload=text.encode())
@@ -37,6 +44,9 @@ def _invoke(platform: LocalPlatform, function: str, event_file: str, **changes: 
 
 
 def test_every_sample_event_runs_on_its_handler(platform: LocalPlatform, api: httpx.Client) -> None:
+    runs = RunRepository(Table(platform.table_name))
+    for process in ("sync", "transcribe", "analyze", "recommendations"):  # the samples' run, as a start records it
+        runs.started("demo", process, _week(), execution_name="sample-run", execution_arn="invoked-by-hand")
     status = _invoke(platform, "ProcessStatusFunction", "sync_status.json")
     assert status["statusCode"] == 200 and "overall_status" in json.loads(status["body"])
     plan = _invoke(platform, "SyncCallsFunction", "sync_calls.json")

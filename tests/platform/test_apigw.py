@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import select
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -209,4 +211,79 @@ def test_every_route_of_the_real_template_is_served(recorder: Recorder) -> None:
                 assert recorder.calls[-1][0] == route.function
                 assert recorder.calls[-1][1]["requestContext"]["stage"] == template.api_stage
     finally:
+        gateway.stop()
+
+
+def _raw(api: ApiGateway, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes httpx would not send; the answer's status, headers and body (the server closes or says how long)."""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        while len(body) < int(headers["content-length"]):
+            chunk = sock.recv(65536)
+            assert chunk, body
+            body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND", "FOO"])
+def test_any_other_method_is_routed_like_the_rest_in_json(http: httpx.Client, recorder: Recorder,
+                                                          method: str) -> None:
+    known = http.request(method, "/api/things")
+    assert (known.status_code, known.json()) == (405, {"message": "Method Not Allowed"})
+    assert set(known.headers["Allow"].replace(" ", "").split(",")) == {"GET", "POST", "OPTIONS"}
+    unknown = http.request(method, "/api/nothing")
+    assert (unknown.status_code, unknown.json()) == (404, {"message": "Not Found"})
+    assert not recorder.calls
+
+
+@pytest.mark.parametrize("length", [b"-1", b"-100", b"ten", b"1e3"])
+def test_a_content_length_that_is_no_size_is_400_at_once(api: ApiGateway, recorder: Recorder, length: bytes) -> None:
+    """``rfile.read(-1)`` would wait for the client to close: the socket's 5 s timeout would fail this test."""
+    status, headers, body = _raw(api, b"POST /api/things HTTP/1.1\r\nHost: x\r\nContent-Length: " + length
+                                 + b"\r\n\r\n{}")
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert "Content-Length" in json.loads(body)["message"]
+    assert not recorder.calls
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
+    (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+])
+def test_the_servers_own_errors_are_json(api: ApiGateway, request_bytes: bytes, status: int) -> None:
+    answer_status, headers, body = _raw(api, request_bytes)
+    assert answer_status == status and headers["content-type"] == "application/json"
+    assert json.loads(body)["message"]
+
+
+def test_a_burst_of_connections_is_queued_not_dropped(recorder: Recorder) -> None:
+    """With the accept loop stopped, the kernel completes as many handshakes as the listen backlog allows
+    (socketserver's default: 5, so a burst's extra SYNs are dropped and retried after 1-3 s)."""
+    gateway = ApiGateway(ROUTES, recorder, port=0)
+    gateway.start()
+    clients = [socket.socket() for _ in range(50)]
+    try:
+        assert gateway._server is not None
+        gateway._server.shutdown()  # the socket listens, nothing accepts
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", gateway.port))
+        connected: set[socket.socket] = set()
+        deadline = time.monotonic() + 5  # handshakes beyond the backlog would never complete: nothing accepts
+        while len(connected) < len(clients) and time.monotonic() < deadline:
+            _, writable, _ = select.select([], [c for c in clients if c not in connected], [], 0.1)
+            connected.update(c for c in writable if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+        assert len(connected) == len(clients)
+    finally:
+        for client in clients:
+            client.close()
         gateway.stop()

@@ -9,6 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from callsight.dal.calls import CallKey, CallRepository, CounterRepository
+from callsight.dal.runs import RunRepository, running_check
 from callsight.dal.table import Table
 from callsight.dates import DateRange
 
@@ -132,3 +133,23 @@ def test_a_cancellation_that_retrying_cannot_mend_is_raised_not_swallowed(table:
     with pytest.raises(ClientError):
         calls.transition(CallKey("2026-11-05", "leads-1"), "sync", "pending", "processing")
     assert CounterRepository(table).summed("c7", "sync", NOV)["pending"] == 1
+
+
+def test_a_guarded_transition_holds_only_while_its_run_is_recorded_running(table: Table) -> None:
+    calls = CallRepository(table, "c9")
+    calls.insert_many("transcribe", [{"call_id": f"leads-{i}", "day": "2026-11-07", "transcribe_status": "pending"}
+                                     for i in range(2)])
+    first, second = CallKey("2026-11-07", "leads-0"), CallKey("2026-11-07", "leads-1")
+    runs = RunRepository(table)
+    runs.started("c9", "transcribe", NOV, execution_name="run-a", execution_arn="arn-a")
+    guard = running_check("c9", "transcribe", NOV, "run-a")
+    assert calls.transition(first, "transcribe", "pending", "processing", guard=guard)
+    assert not calls.transition(second, "transcribe", "pending", "processing",
+                                guard=running_check("c9", "transcribe", NOV, "run-b"))  # not the range's run
+    runs.finished("c9", "transcribe", NOV, execution_name="run-a", status="ABORTED")
+    before = CounterRepository(table).summed("c9", "transcribe", NOV)
+    assert not calls.transition(second, "transcribe", "pending", "processing", guard=guard)
+    assert CounterRepository(table).summed("c9", "transcribe", NOV) == before
+    assert (calls.get(second) or {})["transcribe_status"] == "pending"
+    assert (before["pending"], before["processing"]) == (1, 1)
+    _invariant(before)

@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from callsight.dal.calls import CallKey, CallRepository
+from callsight.dal.calls import CallKey, CallRepository, CounterRepository
 from callsight.dal.clients import ClientProfile, ClientRepository
 from callsight.dal.runs import ClientLock, RunRepository
 from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import ClientNotFound, ProcessAlreadyRunning
 from callsight.logic.runs import RunStarter, build_status, execution_arn, execution_name, finish_run
+from callsight.logic.steps import ENDED_ELSEWHERE, RUN_ENDED, ChunkWorker
 
 MACHINE = "arn:aws:states:eu-central-1:111122223333:stateMachine:Sync"
 DAYS = DateRange(date(2026, 11, 1), date(2026, 11, 30))
@@ -166,3 +167,56 @@ def test_waiting_for_a_run_returns_its_end_or_gives_up(table: Table, clinic: str
     sfn.executions[run.execution_arn]["status"] = "SUCCEEDED"
     ended = starter.wait_for_end(run.execution_arn, 0.2, poll=0.05)
     assert ended is not None and ended["status"] == "SUCCEEDED"
+
+
+def _pending_calls(table: Table, client: str, process: str, n: int) -> tuple[CallRepository, list[dict[str, str]]]:
+    calls = CallRepository(table, client)
+    calls.insert_many(process, [{"call_id": f"leads-{i}", "day": "2026-11-10", f"{process}_status": "pending"}
+                                for i in range(n)])
+    return calls, [{"sk": f"2026-11-10#leads-{i}"} for i in range(n)]
+
+
+def test_a_stopped_runs_worker_claims_nothing_more(table: Table, clinic: str) -> None:
+    """The run is recorded ABORTED while its worker is on its third call: nothing changes after that."""
+    run = execution_name(clinic, "transcribe", DAYS, datetime.now(UTC))
+    RunRepository(table).started(clinic, "transcribe", DAYS, execution_name=run, execution_arn="a")
+    calls, entries = _pending_calls(table, clinic, "transcribe", 12)
+    counters = CounterRepository(table)
+    at_finish: dict[str, int] = {}
+
+    def work(key: CallKey, call: dict[str, Any]) -> dict[str, Any]:
+        if key.call_id == "leads-2":  # the execution is stopped: the status-change event ends the run
+            finish_run(table, client_id=clinic, process="transcribe", days=DAYS, run_id=run, outcome="ABORTED")
+            at_finish.update(counters.summed(clinic, "transcribe", DAYS))
+        return {"transcript_key": f"t/{key.call_id}"}
+
+    result = ChunkWorker(process="transcribe", run_id=run, calls=calls, concurrency=1, work=work, days=DAYS
+                         ).run(entries)
+    after = counters.summed(clinic, "transcribe", DAYS)
+    assert after == at_finish  # recorded finished: no call claimed, none ended
+    assert (after["pending"], after["processing"], after["success"], after["failed"]) == (9, 0, 2, 1)
+    assert (result["succeeded"], result["failed"], result[RUN_ENDED], result[ENDED_ELSEWHERE]) == (2, 0, 9, 1)
+    interrupted = calls.get(CallKey("2026-11-10", "leads-2")) or {}
+    assert interrupted["transcribe_status"] == "failed" and "interrupted" in interrupted["transcribe_error"]
+
+
+def test_only_the_ranges_current_run_claims_its_calls(table: Table, clinic: str) -> None:
+    runs = RunRepository(table)
+    old = execution_name(clinic, "analyze", DAYS, datetime(2026, 11, 28, 10, tzinfo=UTC))
+    new = execution_name(clinic, "analyze", DAYS, datetime(2026, 11, 28, 11, tzinfo=UTC))
+    runs.started(clinic, "analyze", DAYS, execution_name=old, execution_arn="a")
+    runs.started(clinic, "analyze", DAYS, execution_name=new, execution_arn="b")  # the range's run is now `new`
+    calls, entries = _pending_calls(table, clinic, "analyze", 5)
+
+    def work(key: CallKey, call: dict[str, Any]) -> dict[str, Any]:
+        return {"analysis": {"ok": True}}
+
+    stale = ChunkWorker(process="analyze", run_id=old, calls=calls, concurrency=2, work=work, days=DAYS).run(entries)
+    assert (stale["succeeded"], stale[RUN_ENDED]) == (0, 5)
+    assert CounterRepository(table).summed(clinic, "analyze", DAYS)["pending"] == 5
+    current = ChunkWorker(process="analyze", run_id=new, calls=calls, concurrency=2, work=work, days=DAYS).run(entries)
+    assert current["succeeded"] == 5
+    # a task invoked by hand, outside any run (no range), is not tied to a run
+    calls, entries = _pending_calls(table, "other-clinic", "analyze", 3)
+    assert ChunkWorker(process="analyze", run_id="by-hand", calls=calls, concurrency=2, work=work
+                       ).run(entries)["succeeded"] == 3

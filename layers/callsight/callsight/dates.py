@@ -7,6 +7,18 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 MAX_RANGE_DAYS = 366
+#: the days a range may name: calls are Unix times (none before 1970), and a range's end plus one day, in any
+#: time zone, must still be a date Python can hold (9999-12-31 + 1 day overflows)
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+
+
+def supported_day(day: date, field: str) -> date:
+    """``day`` itself, or ValueError naming ``field`` when it is outside FIRST_DAY..LAST_DAY."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"{field} must be between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}, "
+                         f"got {day.isoformat()}")
+    return day
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +29,8 @@ class DateRange:
     end: date
 
     def __post_init__(self) -> None:
+        supported_day(self.start, "start_date")
+        supported_day(self.end, "end_date")
         if self.end < self.start:
             raise ValueError("end_date is before start_date")
         if self.days > MAX_RANGE_DAYS:

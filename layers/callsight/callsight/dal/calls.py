@@ -3,7 +3,9 @@
 Every change of a call's status in a process is one ``TransactWriteItems``: a conditional update of
 the call (``<process>_status = :from``) and the ``ADD`` of the day's counters (``from`` -1, ``to`` +1).
 A retried, duplicated or racing transition therefore either counts once or fails its condition and
-counts nothing, so ``pending + processing + success + failed == total`` holds at every moment.
+counts nothing, so ``pending + processing + success + failed == total`` holds at every moment. A
+transition may also carry a guard: a ConditionCheck on another item in the same transaction (a
+worker's claim holds only while its run is recorded running: ``callsight.dal.runs.running_check``).
 """
 
 from __future__ import annotations
@@ -92,15 +94,16 @@ class CallRepository:
     # ------------------------------------------------------------------ writes
     def transition(self, key: CallKey, process: str, frm: str | None, to: str, *, frm_skip: str | None = None,
                    to_skip: str | None = None, set_attrs: dict[str, Any] | None = None,
-                   remove: Iterable[str] = ()) -> bool:
-        """Move one call from ``frm`` to ``to`` in ``process``; False when it was not in ``frm``.
+                   remove: Iterable[str] = (), guard: dict[str, Any] | None = None) -> bool:
+        """Move one call from ``frm`` to ``to`` in ``process``; False when it was not in ``frm`` (or ``guard``,
+        a ``{"ConditionCheck": ...}`` action on another item, did not hold: then nothing changed either).
 
         ``frm=None`` enters a stored call into a process it has not been in (it joins the total). The
         call's skip reason (``<process>_skip``) is part of the state: it moves with the status.
         """
         update = self._update(key, process, frm, to, frm_skip=frm_skip, to_skip=to_skip, set_attrs=set_attrs,
                               remove=remove)
-        actions: list[dict[str, Any]] = [update]
+        actions: list[dict[str, Any]] = [update, guard] if guard else [update]
         counter = _counter_update(self.client_id, process, key.day, _status_deltas(frm, frm_skip, to, to_skip))
         if counter:
             actions.append(counter)
@@ -111,18 +114,20 @@ class CallRepository:
         return True
 
     def transition_many(self, process: str, moves: Iterable[tuple[CallKey, str | None]], to: str, *,
-                        set_attrs: dict[str, Any] | None = None, remove: Iterable[str] = ()) -> list[CallKey]:
-        """Move each ``(call, from)`` to ``to``: the calls of a day in transactions of up to 99 plus the
-        day's counter update. A call no longer in its ``from`` cancels its transaction, which then goes
-        call by call. Returns the calls moved."""
+                        set_attrs: dict[str, Any] | None = None, remove: Iterable[str] = (),
+                        guard: dict[str, Any] | None = None) -> list[CallKey]:
+        """Move each ``(call, from)`` to ``to``: the calls of a day in transactions of up to 99 (98 with a
+        ``guard``, as in ``transition``) plus the day's counter update. A call no longer in its ``from`` cancels
+        its transaction, which then goes call by call. Returns the calls moved."""
         remove = list(remove)
+        size = _BATCH - 1 if guard else _BATCH
         by_day: dict[str, list[tuple[CallKey, str | None]]] = defaultdict(list)
         for key, frm in moves:
             by_day[key.day].append((key, frm))
         moved: list[CallKey] = []
         for day, day_moves in by_day.items():
-            for i in range(0, len(day_moves), _BATCH):
-                batch = day_moves[i:i + _BATCH]
+            for i in range(0, len(day_moves), size):
+                batch = day_moves[i:i + size]
                 deltas: Counter[str] = Counter()
                 actions = []
                 for key, frm in batch:
@@ -130,11 +135,11 @@ class CallRepository:
                     deltas.update(_status_deltas(frm, None, to, None))
                 counter = _counter_update(self.client_id, process, day, dict(deltas))
                 try:
-                    self.table.transact([*actions, counter] if counter else actions)
+                    self.table.transact([*actions, *([guard] if guard else []), *([counter] if counter else [])])
                     moved.extend(key for key, _ in batch)
                 except ConditionFailed:
-                    moved.extend(key for key, frm in batch
-                                 if self.transition(key, process, frm, to, set_attrs=set_attrs, remove=remove))
+                    moved.extend(key for key, frm in batch if self.transition(
+                        key, process, frm, to, set_attrs=set_attrs, remove=remove, guard=guard))
         return moved
 
     def _update(self, key: CallKey, process: str, frm: str | None, to: str, *, frm_skip: str | None = None,

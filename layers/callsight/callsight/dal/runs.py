@@ -9,6 +9,15 @@ from callsight.dates import DateRange, utc_now_iso
 
 RUNNING = "RUNNING"
 
+def running_check(client_id: str, process: str, days: DateRange, execution_name: str) -> dict[str, Any]:
+    """A transaction's ConditionCheck: the range's run is ``execution_name``'s and is still recorded RUNNING."""
+    return {"ConditionCheck": {
+        "Key": {"pk": run_pk(client_id, process), "sk": _range_sk(days)},
+        "ConditionExpression": "#ex = :ex AND #st = :running",
+        "ExpressionAttributeNames": {"#ex": "execution_name", "#st": "status"},
+        "ExpressionAttributeValues": {":ex": execution_name, ":running": RUNNING},
+    }}
+
 
 class RunRepository:
     def __init__(self, table: Table) -> None:

@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 
 from callsight.dal.calls import CallKey, CallRepository, status_attr
 from callsight.dal.recordings import ObjectStore, report_key
-from callsight.dal.runs import RunRepository
+from callsight.dal.runs import RunRepository, running_check
 from callsight.dates import DateRange
 from callsight.models import ChunkTask
 from callsight.processes import CallStatus, Process
@@ -49,7 +49,7 @@ class ThemeChunkWorker:
 
     def run(self, task: ChunkTask) -> dict[str, int]:
         keys = [CallKey.from_sk(entry["sk"]) for entry in self.store.get_json(task.chunk_key)]
-        claimed = self._claim(keys, task.run_id)
+        claimed = self._claim(keys, task)
         found = self.calls.get_many(claimed)
         recommendations = [rec for key in claimed for rec in recommendations_of(found.get(key.sk) or {})]
         moves = [(key, PROCESSING) for key in claimed]
@@ -66,11 +66,14 @@ class ThemeChunkWorker:
         logger.info("chunk themed", extra=result)
         return result
 
-    def _claim(self, keys: list[CallKey], run_id: str) -> list[CallKey]:
-        """The chunk's calls this delivery works on: those it moves to processing, and those a first delivery
-        of the same run had claimed (a retried task takes them back); a call another run holds is left alone."""
+    def _claim(self, keys: list[CallKey], task: ChunkTask) -> list[CallKey]:
+        """The chunk's calls this delivery works on: those it moves to processing while its run is recorded running,
+        and those a first delivery of the same run had claimed (a retried task takes them back); a call another
+        run holds is left alone."""
+        run_id = task.run_id
+        guard = running_check(self.calls.client_id, REC, task.range, run_id)
         moved = set(self.calls.transition_many(REC, [(key, PENDING) for key in keys], PROCESSING,
-                                               set_attrs={f"{REC}_run": run_id}))
+                                               set_attrs={f"{REC}_run": run_id}, guard=guard))
         others = [key for key in keys if key not in moved]
         current = self.calls.get_many(others) if others else {}
         mine = {key for key in others if current.get(key.sk, {}).get(status_attr(REC)) == PROCESSING

@@ -7,11 +7,14 @@ successes) and writes the pending calls to S3 in chunks, which the state machine
 A chunk worker reads its calls in one BatchGetItem, claims each (``pending -> processing``, counted
 once), does the work on the call as read, and ends it ``success`` or ``failed`` with the reason. A
 retried delivery of the same run takes back the calls it had claimed; any other duplicate finds them
-taken and leaves them alone.
+taken and leaves them alone. A claim holds only while the run is recorded running (a ConditionCheck
+on the run in the claim's transaction): once a stopped or ended run is recorded finished, its workers
+still in flight claim nothing more and leave the rest of their chunk pending.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +24,7 @@ from aws_lambda_powertools import Logger
 
 from callsight.dal.calls import CallKey, CallRepository, status_attr
 from callsight.dal.recordings import ObjectStore, plan_key
+from callsight.dal.runs import running_check
 from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import CallFailed
@@ -30,6 +34,10 @@ from callsight.processes import CallStatus, Process
 logger = Logger(child=True)
 
 PENDING, PROCESSING, SUCCESS, FAILED = (s.value for s in CallStatus)
+#: a chunk worker's outcome for a call it did not claim because its run is no longer recorded running
+RUN_ENDED = "run_ended"
+#: ... for a call that left processing while worked on (the end of its run failed it, or a duplicate delivery ended it)
+ENDED_ELSEWHERE = "ended_elsewhere"
 
 #: Map items (chunks) per run at most. The state carries the chunks' S3 keys (~60 bytes each) and an
 #: inline Map logs ~5 history events per item: 2,000 keep a run under ~120 KB of the 256 KiB payload
@@ -111,28 +119,44 @@ def _chunked(items: list[dict[str, Any]], size: int, max_chunks: int, weigh: Cal
 
 
 class ChunkWorker:
-    """Works through one chunk, ``concurrency`` calls at a time; each call ends success or failed."""
+    """Works through one chunk, ``concurrency`` calls at a time; each call ends success or failed.
+
+    ``days``: the run's range. A claim then holds only while the range's run is ``run_id`` and recorded running;
+    without it (a task invoked by hand, outside any run) claims are not tied to a run."""
 
     def __init__(self, *, process: str, run_id: str, calls: CallRepository, concurrency: int,
-                 work: Work) -> None:
+                 work: Work, days: DateRange | None = None) -> None:
         self.process = process
         self.run_id = run_id
         self.calls = calls
         self.concurrency = concurrency
         self.work = work
+        self.claim_guard = running_check(calls.client_id, process, days, run_id) if days else None
+        self._run_ended = threading.Event()
 
     def run(self, entries: list[dict[str, Any]]) -> dict[str, int]:
         keys = [CallKey.from_sk(entry["sk"]) for entry in entries]
         found = self.calls.get_many(keys)  # the calls' fields (recording, transcript...) do not change in a run
         with ThreadPoolExecutor(self.concurrency) as pool:
             outcomes = Counter(pool.map(lambda key: self.process_one(key, found.get(key.sk)), keys))
-        return {"succeeded": outcomes[SUCCESS], "failed": outcomes[FAILED], "not_pending": outcomes["not_pending"]}
+        if outcomes[RUN_ENDED]:
+            logger.warning("the run is no longer running: calls left pending",
+                           extra={"step": self.process, "left_pending": outcomes[RUN_ENDED]})
+        return {"succeeded": outcomes[SUCCESS], "failed": outcomes[FAILED], "not_pending": outcomes["not_pending"],
+                RUN_ENDED: outcomes[RUN_ENDED], ENDED_ELSEWHERE: outcomes[ENDED_ELSEWHERE]}
 
     def process_one(self, key: CallKey, call: dict[str, Any] | None) -> str:
+        if self._run_ended.is_set():
+            return RUN_ENDED
         run_attr = f"{self.process}_run"
-        if not self.calls.transition(key, self.process, PENDING, PROCESSING, set_attrs={run_attr: self.run_id}):
+        if not self.calls.transition(key, self.process, PENDING, PROCESSING, set_attrs={run_attr: self.run_id},
+                                     guard=self.claim_guard):
             current = self.calls.get(key) or {}
-            if current.get(status_attr(self.process)) != PROCESSING or current.get(run_attr) != self.run_id:
+            status = current.get(status_attr(self.process))
+            if status == PENDING and self.claim_guard is not None:  # the call is free: the run's check failed
+                self._run_ended.set()
+                return RUN_ENDED
+            if status != PROCESSING or current.get(run_attr) != self.run_id:
                 return "not_pending"
         try:
             if call is None:
@@ -143,13 +167,14 @@ class ChunkWorker:
         except Exception as exc:  # one call's surprise must not leave it processing or sink its chunk
             logger.exception("call failed unexpectedly", extra={"step": self.process, "call": key.sk})
             return self._fail(key, f"{type(exc).__name__}: {exc}"[:500])
-        self.calls.transition(key, self.process, PROCESSING, SUCCESS, set_attrs=result,
-                              remove=[f"{self.process}_error"])
-        return SUCCESS
+        ended = self.calls.transition(key, self.process, PROCESSING, SUCCESS, set_attrs=result,
+                                      remove=[f"{self.process}_error"])
+        return SUCCESS if ended else ENDED_ELSEWHERE
 
     def _fail(self, key: CallKey, reason: str) -> str:
-        self.calls.transition(key, self.process, PROCESSING, FAILED, set_attrs={f"{self.process}_error": reason})
-        return FAILED
+        ended = self.calls.transition(key, self.process, PROCESSING, FAILED,
+                                      set_attrs={f"{self.process}_error": reason})
+        return FAILED if ended else ENDED_ELSEWHERE
 
 
 def run_chunk(task: ChunkTask, *, table: Table, store: ObjectStore, concurrency: int,
@@ -157,7 +182,7 @@ def run_chunk(task: ChunkTask, *, table: Table, store: ObjectStore, concurrency:
     """A worker task's whole job: the chunk ``task.chunk_key`` of the client's run of ``task.process``."""
     calls = CallRepository(table, task.client_id)
     worker = ChunkWorker(process=task.process.value, run_id=task.run_id, calls=calls, concurrency=concurrency,
-                         work=work_for(calls))
+                         work=work_for(calls), days=task.range)
     result = worker.run(store.get_json(task.chunk_key))
     logger.info("chunk done", extra={"step": task.process.value, **result})
     return result
