@@ -11,7 +11,8 @@ JSON bodies the test gives (any shapes), served in order for ``?page=1, 2, ...``
         client = AmoCrmClient(amo.url, StaticToken(TOKEN))
 
 ``answers`` maps a path (``"*"``: every API path) to an Answer given to every request for it; ``queue()`` adds
-one-shot answers served first, in order. A request without ``Bearer <token>`` gets 401. Every request is
+one-shot answers served first, in order. An API request without ``Bearer <token>`` gets 401 (other paths, such
+as recordings, need none). Every request is
 recorded (``requests``), with its monotonic arrival time.
 """
 
@@ -102,7 +103,7 @@ class LookalikeAmoCrm(StubServer):
         with self._lock:
             self._requests.append(Request(method, path, query, authorization, time.monotonic()))
             scripted = self._scripted(path)
-        if authorization != f"Bearer {self.token}":
+        if path.startswith(("/api/", "/oauth2/")) and authorization != f"Bearer {self.token}":
             return self._answer(Answer(401, problem(401, "Invalid access token")))
         if scripted is not None:
             return self._answer(scripted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -27,10 +28,22 @@ PIPELINE, PIPELINE_STATUS = Process.PIPELINE.spec.start_path, Process.PIPELINE.s
 DEMO_CALLS = 60
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+#: a loopback port the package's platform accepts recording links from, as it would a clinic's PBX on a private
+#: network (RecordingPrivateHosts): tests serve recordings there; any other local port is refused
+PBX_PORT = _free_port()
+
+
 @pytest.fixture(scope="package")
 def platform() -> Iterator[LocalPlatform]:
     with LocalPlatform(port=0, demo_calls=DEMO_CALLS, postgres=True,
-                       parameter_overrides={"LogLevel": "WARNING"}) as running:
+                       parameter_overrides={"LogLevel": "WARNING",
+                                            "RecordingPrivateHosts": f"127.0.0.1:{PBX_PORT}"}) as running:
         yield running
 
 

@@ -15,7 +15,7 @@ from callsight.admin import register_client
 from callsight.dal.clients import AmoCrmCredentials, ClientProfile
 from infra.platform import LocalPlatform
 from tests.amocrm.lookalike import TOKEN, Answer, LookalikeAmoCrm, page, problem
-from tests.api.conftest import SYNC, assert_invariant, wait_finished
+from tests.api.conftest import PBX_PORT, SYNC, assert_invariant, wait_finished
 
 pytestmark = pytest.mark.platform
 
@@ -87,3 +87,61 @@ def test_a_malformed_accounts_sync_completes_with_every_note_stored_or_counted(
     assert by_note[101]["administrator"] == "Анна Смирнова" and by_note[102]["administrator"] == "Анна Смирнова"
     assert by_note[103]["administrator"] == "" and by_note[103]["call_responsible"] == "+7 (495) 120-45-01"
     assert int(by_note[102]["duration"]) == 5 and int(by_note[103]["amo_created_at"]) == now - 2 * DAY
+
+
+def _register(platform: LocalPlatform, amo: LookalikeAmoCrm, name: str) -> str:
+    client_id = f"{name}-{int(time.time() * 1000) % 10**7}"
+    register_client(ClientProfile(client_id=client_id, amocrm_subdomain="lookalike", amocrm_base_url=amo.url,
+                                  timezone="Europe/Moscow"),
+                    AmoCrmCredentials(access_token=SecretStr(TOKEN)), table_name=platform.table_name,
+                    secret_prefix=platform.env["CALLSIGHT_AMOCRM_SECRET_PREFIX"])
+    return client_id
+
+
+def test_a_self_looping_next_link_fails_the_run_within_a_minute_and_frees_the_clinic(
+        api: httpx.Client, platform: LocalPlatform, month: dict[str, str]) -> None:
+    at = int(time.time()) - 2 * DAY
+    looping = page([_note(401, at, duration=30)], next_href="{base}/api/v4/contacts/notes?page=1")
+    with LookalikeAmoCrm(notes={"leads": [page([_note(402, at, duration=30)])], "contacts": [looping]}) as amo:
+        client_id = _register(platform, amo, "looping")
+        began = time.monotonic()
+        started = api.post(SYNC, json={"client_id": client_id, **month})
+        status = wait_finished(api, client_id, month, timeout=60)
+        took = time.monotonic() - began
+        contacts_pages = [r for r in amo.requests if r.path == "/api/v4/contacts/notes"]
+        again = api.post(SYNC, json={"client_id": client_id, **month})  # the clinic is not left locked (no 409)
+        wait_finished(api, client_id, month, timeout=60)
+
+    # a sync that ends while the start waits answers at once: here 502 run_failed with the reason
+    assert started.status_code == 502 and "loops" in started.json()["message"], started.text
+    assert status["overall_status"] == "failed", status
+    assert "contacts" in status["error"] and "loops" in status["error"], status["error"]
+    assert took < 60 and len(contacts_pages) <= 2
+    assert again.status_code == 502 and again.json()["error"] == "run_failed", again.text
+
+
+MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x64" + b"\x00" * 4000
+
+
+def test_calls_on_customers_are_synced_and_a_body_that_is_not_audio_is_that_calls_error(
+        api: httpx.Client, platform: LocalPlatform, month: dict[str, str]) -> None:
+    at = int(time.time()) - 2 * DAY
+    # a PBX on the private network the platform allows (RecordingPrivateHosts): one real recording, one internal page
+    answers = {"/rec/1.mp3": Answer(200, MP3, content_type="application/octet-stream"),
+               "/rec/secret": Answer(200, "internal-secret", content_type="text/plain")}
+    notes = {"customers": [page([_note(501, at, uniq="c-1", duration=40, link="{base}/rec/1.mp3")])],
+             "leads": [page([_note(502, at, uniq="l-1", duration=40, link="{base}/rec/secret")])]}
+    with LookalikeAmoCrm(notes=notes, answers=answers, port=PBX_PORT) as amo:
+        client_id = _register(platform, amo, "pbx")
+        assert api.post(SYNC, json={"client_id": client_id, **month}).status_code in (200, 202)
+        status = wait_finished(api, client_id, month, timeout=120)
+
+    assert status["overall_status"] == "partial", status
+    assert status["status_breakdown"] == {"pending": 0, "processing": 0, "success": 1, "failed": 1}
+    table = platform.boto3_resource("dynamodb").Table(platform.table_name)
+    items = table.query(KeyConditionExpression="pk = :pk",
+                        ExpressionAttributeValues={":pk": f"CALLS#{client_id}"})["Items"]
+    by_note = {int(i["amo_note_id"]): i for i in items}
+    assert by_note[501]["entity_type"] == "customers" and by_note[501]["recording_key"].endswith(".mp3")
+    assert by_note[502]["sync_status"] == "failed" and "not audio" in by_note[502]["sync_error"]
+    assert "recording_key" not in by_note[502]
