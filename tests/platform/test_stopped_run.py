@@ -50,7 +50,10 @@ def test_a_stopped_run_changes_nothing_once_recorded_finished() -> None:
         platform.boto3_client("stepfunctions").stop_execution(
             executionArn=platform.execution_arn("transcribe", started.json()["execution_name"]))
 
-        recorded = _until(api, TRANSCRIBE_STATUS, days, lambda s: s["finished_at"] is not None, timeout=30)
+        # recorded finished, and done failing the calls it had in progress (till then it reads processing)
+        recorded = _until(api, TRANSCRIBE_STATUS, days,
+                          lambda s: s["finished_at"] is not None and s["overall_status"] != "processing", timeout=30)
+        assert recorded["status_breakdown"]["processing"] == 0, recorded
         assert recorded["overall_status"] == "failed" and "ABORTED" in (recorded["error"] or "")
         assert recorded["status_breakdown"]["pending"] > 0, recorded  # it was stopped mid-way
         deadline = time.monotonic() + 5  # longer than a call takes: claims after the end would show by then

@@ -220,3 +220,30 @@ def test_only_the_ranges_current_run_claims_its_calls(table: Table, clinic: str)
     calls, entries = _pending_calls(table, "other-clinic", "analyze", 3)
     assert ChunkWorker(process="analyze", run_id="by-hand", calls=calls, concurrency=2, work=work
                        ).run(entries)["succeeded"] == 3
+
+
+def test_a_run_ending_with_calls_in_progress_reads_processing_until_they_are_failed(table: Table, clinic: str) -> None:
+    """finish_run records the end first (so workers stop claiming), then fails what is left: in between, nobody
+    reads the run as ended with calls still processing; and the clinic is free at once."""
+    runs, lock = RunRepository(table), ClientLock(table)
+    run = execution_name(clinic, "analyze", DAYS, datetime.now(UTC))
+    assert lock.try_acquire(clinic, process="analyze", execution_name=run, execution_arn="a", days=DAYS) is None
+    runs.started(clinic, "analyze", DAYS, execution_name=run, execution_arn="a")
+    calls, _ = _pending_calls(table, clinic, "analyze", 3)
+    for i in range(2):
+        assert calls.transition(CallKey("2026-11-10", f"leads-{i}"), "analyze", "pending", "processing",
+                                set_attrs={"analyze_run": run})
+    # a next run's worker took leads-1 (a sweep reaching it later must leave it alone)
+    calls.transition(CallKey("2026-11-10", "leads-1"), "analyze", "processing", "processing",
+                     set_attrs={"analyze_run": "next-run"})
+
+    runs.finished(clinic, "analyze", DAYS, execution_name=run, status="ABORTED", closing=True)  # the first write
+    assert build_status(table, client_id=clinic, process="analyze", days=DAYS).overall_status == "processing"
+
+    result = finish_run(table, client_id=clinic, process="analyze", days=DAYS, run_id=run, outcome="ABORTED")
+    assert result["interrupted"] == 1 and lock.holder(clinic) is None
+    assert (calls.get(CallKey("2026-11-10", "leads-1")) or {})["analyze_status"] == "processing"
+    calls.transition(CallKey("2026-11-10", "leads-1"), "analyze", "processing", "success")  # the next run's
+    status = build_status(table, client_id=clinic, process="analyze", days=DAYS)
+    assert status.overall_status == "failed" and status.status_breakdown.processing == 0
+    assert (status.status_breakdown.failed, status.status_breakdown.success) == (1, 1)

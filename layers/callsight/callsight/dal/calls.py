@@ -94,15 +94,21 @@ class CallRepository:
     # ------------------------------------------------------------------ writes
     def transition(self, key: CallKey, process: str, frm: str | None, to: str, *, frm_skip: str | None = None,
                    to_skip: str | None = None, set_attrs: dict[str, Any] | None = None,
-                   remove: Iterable[str] = (), guard: dict[str, Any] | None = None) -> bool:
+                   remove: Iterable[str] = (), guard: dict[str, Any] | None = None, of_run: str | None = None) -> bool:
         """Move one call from ``frm`` to ``to`` in ``process``; False when it was not in ``frm`` (or ``guard``,
-        a ``{"ConditionCheck": ...}`` action on another item, did not hold: then nothing changed either).
+        a ``{"ConditionCheck": ...}`` action on another item, did not hold, or, with ``of_run``, the call's
+        ``<process>_run`` is another run's: then nothing changed either).
 
         ``frm=None`` enters a stored call into a process it has not been in (it joins the total). The
         call's skip reason (``<process>_skip``) is part of the state: it moves with the status.
         """
         update = self._update(key, process, frm, to, frm_skip=frm_skip, to_skip=to_skip, set_attrs=set_attrs,
                               remove=remove)
+        if of_run is not None:
+            body = update["Update"]
+            body["ConditionExpression"] += " AND #ofrun = :ofrun"
+            body["ExpressionAttributeNames"]["#ofrun"] = f"{process}_run"
+            body["ExpressionAttributeValues"][":ofrun"] = of_run
         actions: list[dict[str, Any]] = [update, guard] if guard else [update]
         counter = _counter_update(self.client_id, process, key.day, _status_deltas(frm, frm_skip, to, to_skip))
         if counter:

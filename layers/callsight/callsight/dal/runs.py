@@ -45,9 +45,12 @@ class RunRepository:
         return self._update_own(client_id, process, days, execution_name, fields)
 
     def finished(self, client_id: str, process: str, days: DateRange, *, execution_name: str, status: str,
-                 error: str | None = None, summary: dict[str, Any] | None = None) -> bool:
-        """Record the end of *this* execution's run; False if the run is another's or already ended."""
-        sets = {"status": status, "finished_at": utc_now_iso(), "summary": summary or {}}
+                 error: str | None = None, summary: dict[str, Any] | None = None, closing: bool = False) -> bool:
+        """Record the end of *this* execution's run; False if the run is another's or already ended.
+
+        ``closing``: its calls still in progress are being failed (``finish_run`` sets ``closing`` false after)."""
+        sets: dict[str, Any] = {"status": status, "finished_at": utc_now_iso(), "summary": summary or {},
+                                "closing": closing}
         if error:
             sets["error"] = error[:1000]
         return self._update_own(client_id, process, days, execution_name, sets, only_running=True)

@@ -130,8 +130,8 @@ def build_status(table: Table, *, client_id: str, process: str, days: DateRange)
     unfinished = breakdown.pending + breakdown.processing
     run_status = run["status"] if run else None
     error = None
-    if run_status == RUNNING:
-        overall = "processing"
+    if run_status == RUNNING or (run and run.get("closing") and breakdown.processing):
+        overall = "processing"  # running, or ended and failing the calls it left in progress (finish_run)
     elif run_status in ("FAILED", "ABORTED", "TIMED_OUT"):
         overall, error = "failed", run.get("error") if run else None
         error = error or f"the run ended: {run_status}"
@@ -177,12 +177,16 @@ def _report_fields(client_id: str, days: DateRange, run: dict[str, Any] | None) 
 
 def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, run_id: str, outcome: str,
                error: str | None = None) -> dict[str, Any]:
-    """Record the outcome, fail this run's calls still in progress, summarise, release the lock. Idempotent.
+    """Record the outcome, release the lock, fail this run's calls still in progress, summarise. Idempotent.
 
     The end is recorded first: from then on the run's workers claim nothing more (their claims check that the
-    run is recorded running), so the sweep finds every call the run will ever have in progress."""
+    run is recorded running), so the sweep finds every call the run will ever have in progress. The lock goes
+    at once (a frontend that reads the run ended may start the next process); a call the sweep reaches only
+    after a next run claimed it is that run's and is left alone (``of_run``). Until the sweep is done the run is
+    ``closing`` and its status reads ``processing``, so no one sees it ended with calls in progress."""
     runs = RunRepository(table)
-    runs.finished(client_id, process, days, execution_name=run_id, status=outcome, error=error)
+    runs.finished(client_id, process, days, execution_name=run_id, status=outcome, error=error, closing=True)
+    ClientLock(table).release(client_id, run_id)
     calls = CallRepository(table, client_id)
     attr = status_attr(process)
     interrupted = 0
@@ -191,15 +195,14 @@ def finish_run(table: Table, *, client_id: str, process: str, days: DateRange, r
     for item in calls.in_range(days) if in_progress else []:  # the counters say whether a sweep is needed
         if item.get(attr) == CallStatus.PROCESSING and item.get(f"{process}_run") == run_id:
             interrupted += calls.transition(CallKey.from_sk(item["sk"]), process, CallStatus.PROCESSING,
-                                            CallStatus.FAILED, set_attrs={f"{process}_error": reason})
+                                            CallStatus.FAILED, set_attrs={f"{process}_error": reason}, of_run=run_id)
     status = build_status(table, client_id=client_id, process=process, days=days)
     summary = {"total_calls": status.total_calls, "status_breakdown": status.status_breakdown.model_dump(),
                "skipped": status.skipped, "interrupted": interrupted}
     if status.notes is not None:  # sync: what became of the amoCRM notes
         summary |= {"rejected": status.rejected, "skipped_entities": status.skipped_entities,
                     "notes": status.notes.model_dump()}
-    runs.set_fields(client_id, process, days, execution_name=run_id, fields={"summary": summary})
-    ClientLock(table).release(client_id, run_id)
+    runs.set_fields(client_id, process, days, execution_name=run_id, fields={"summary": summary, "closing": False})
     return {**summary, "overall_status": status.overall_status, "execution_name": run_id, "error": error}
 
 
