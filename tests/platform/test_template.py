@@ -349,3 +349,16 @@ def test_real_template_finish_run_hears_every_process_state_machine(real: Templa
     rules = [rule for rule in real.event_rules if rule.function == "FinishRunFunction"]
     watched = {arn for rule in rules for arn in rule.pattern["detail"]["stateMachineArn"]}
     assert watched == {real.arn(spec.state_machine) for spec in PROCESSES.values()}
+
+
+@pytest.mark.parametrize(("function", "subnets", "groups"), [
+    ("DownloadRecordingsFunction", "RecordingSubnetIds", "RecordingSecurityGroupIds"),
+    ("SyncPostgresFunction", "DatabaseSubnetIds", "DatabaseSecurityGroupIds"),
+])
+def test_a_function_joins_its_vpc_only_when_its_subnets_are_given(function: str, subnets: str, groups: str) -> None:
+    plain = Template(DEFAULT_TEMPLATE).resolve(Template(DEFAULT_TEMPLATE).properties(function))
+    assert "VpcConfig" not in plain and "VPCAccessPolicy" not in json.dumps(plain.get("Policies"))
+    in_vpc = Template(DEFAULT_TEMPLATE, parameter_overrides={subnets: "subnet-a,subnet-b", groups: "sg-1"})
+    properties = in_vpc.resolve(in_vpc.properties(function))
+    assert properties["VpcConfig"] == {"SubnetIds": ["subnet-a", "subnet-b"], "SecurityGroupIds": ["sg-1"]}
+    assert {"VPCAccessPolicy": {}} in properties["Policies"]
