@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
@@ -400,6 +401,13 @@ def make_stops_final() -> None:
     original_stop: Callable[..., Any] = Execution.stop
     original_reflect: Callable[[Any], None] = BaseExecutionWorkerCommunication._reflect_execution_status
 
+    def worker_started(execution: Any) -> None:
+        # The worker's thread parses the definition before it builds the environment a stop is sent to, so a
+        # StopExecution right after StartExecution found none (an AttributeError, a 500). Wait for it.
+        deadline = time.monotonic() + 10
+        while execution.exec_worker is not None and execution.exec_worker.env is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     def aborted(execution: Any) -> None:
         execution.exec_status = ExecutionStatus.ABORTED
         execution.stop_date, execution.error, execution.cause = execution._callsight_stopped
@@ -407,6 +415,8 @@ def make_stops_final() -> None:
     @functools.wraps(original_stop)
     def stop(self: Any, stop_date: Any, error: str | None, cause: str | None) -> Any:
         running = self.exec_status == ExecutionStatus.RUNNING
+        if running:
+            worker_started(self)
         result = original_stop(self, stop_date=stop_date, error=error, cause=cause)
         if running:
             self._callsight_stopped = (stop_date, error, cause)

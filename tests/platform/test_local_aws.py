@@ -541,6 +541,19 @@ class TestEmbeddedAws:
         assert output["caught"]["Error"] == "BoomError"
         assert "it went boom: caught" in output["caught"]["Cause"]
 
+    def test_a_stop_right_after_the_start_aborts_the_execution(self, embedded_aws: EmbeddedAws) -> None:
+        # moto's worker thread parses the definition before a stop can reach it: a big definition widens that gap.
+        states: dict[str, Any] = {f"P{i}": {"Type": "Pass", "Next": f"P{i + 1}"} for i in range(400)}
+        states["P400"] = {"Type": "Wait", "Seconds": 60, "End": True}
+        sfn = embedded_aws[0].client("stepfunctions")
+        machine = sfn.create_state_machine(
+            name="stopped-at-once", roleArn=f"arn:aws:iam::{ACCOUNT}:role/test",
+            definition=json.dumps({"StartAt": "P0", "States": states}))["stateMachineArn"]
+        for attempt in range(5):
+            execution = sfn.start_execution(stateMachineArn=machine, name=f"at-once-{attempt}")["executionArn"]
+            sfn.stop_execution(executionArn=execution, cause="at once")
+            assert sfn.describe_execution(executionArn=execution)["status"] == "ABORTED"
+
     def test_event_watcher_delivers_terminal_status_events(self, embedded_aws: EmbeddedAws) -> None:
         local, _, dispatcher = embedded_aws
         sfn = local.client("stepfunctions")
