@@ -3,7 +3,8 @@
 Serves the clinic's call notes (``GET /api/v4/{leads|contacts|companies|customers}/notes``; with
 ``customers_enabled=False`` the customers' notes answer what an account without customers does), users, the
 account, OAuth 2.0 token refresh with single-use refresh tokens, and the call recordings the way a
-telephony provider would (``GET /recordings/<uniq>.wav``, outside the API rate limit). Knobs inject
+telephony provider would (``GET /recordings/<uniq>.mp3`` / ``.wav`` / ``.ogg``: real
+audio files as long as the call, with the right ``Content-Type``, outside the API rate limit). Knobs inject
 latency, faults (5xx, 429, truncated JSON), the 7-requests-per-second rate limit and expired
 recording links.
 
@@ -22,14 +23,14 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from infra.stubs.audio import make_wav
+from infra.stubs.audio import Recording, make_recording
 from infra.stubs.clinic_calls import (
     ACCOUNT_ID,
     ADMINISTRATORS,
@@ -54,13 +55,14 @@ MAX_LIMIT: Final = 250
 DEFAULT_LIMIT: Final = 50
 FAULT_KINDS: Final = ("500", "502", "503", "429", "malformed")
 _MAX_BODY: Final = 1 << 20
+_RECORDINGS_IN_MEMORY: Final = 8  # an hour of WAV is 58 MB: the rest are read back from the disk cache
 _NOTES_PATH: Final = re.compile(r"^/api/v4/(leads|contacts|companies|customers)/notes/?$")
 _NOTE_PATH: Final = re.compile(r"^/api/v4/(leads|contacts|companies|customers)(?:/(\d+))?/notes/(\d+)/?$")
 #: what the customers' API answers in an account whose customers ("Покупатели") are off
 CUSTOMERS_DISABLED_STATUS: Final = 402
 CUSTOMERS_DISABLED_DETAIL: Final = "Customers are disabled in this account"
 _USER_PATH: Final = re.compile(r"^/api/v4/users/(\d+)/?$")
-_RECORDING_PATH: Final = re.compile(r"^/recordings/([A-Za-z0-9._-]+)\.wav$")
+_RECORDING_PATH: Final = re.compile(r"^/recordings/([A-Za-z0-9_-]+)\.(?:mp3|wav|ogg)$")
 _NOTE_TYPE_KEY: Final = re.compile(r"^filter\[note_type\](?:\[\d*\])?$")
 _ENTITY_ID_KEY: Final = re.compile(r"^filter\[entity_id\](?:\[\d*\])?$")
 _HAL: Final = "application/hal+json"
@@ -151,7 +153,7 @@ class AmoCrmStub(StubServer):
         self._by_uniq: dict[str, int] = {}
         self._notes: dict[int, tuple[DemoCall, NoteFiling]] = {}  # every note (a call may have several)
         self._add(initial)
-        self._wav_cache: dict[tuple[int, str], bytes] = {}
+        self._recording_cache: OrderedDict[tuple[int, str], Recording] = OrderedDict()
         self._long_lived_token = access_token
         self._client_id = oauth_client_id
         self._client_secret = oauth_client_secret
@@ -707,17 +709,31 @@ class AmoCrmStub(StubServer):
                 b"<Message>The specified key does not exist.</Message></Error>",
                 "application/xml",
             )
-        key = (call.note_id, call.uniq)
-        with self._lock:
-            data = self._wav_cache.get(key)
-        if data is None:
-            data = make_wav(call)
-            with self._lock:
-                self._wav_cache[key] = data
+        recording = self._recording_of(call)
         if method == "GET":
             with self._lock:
                 self._recording_downloads += 1
-        return Response(200, data, "audio/wav", {"Content-Disposition": f'attachment; filename="{uniq}.wav"'})
+        return Response(
+            200,
+            recording.data,
+            recording.content_type,
+            {"Content-Disposition": f'attachment; filename="{uniq}.{recording.extension}"'},
+        )
+
+    def _recording_of(self, call: DemoCall) -> Recording:
+        """The call's recording (generated once, then from the disk cache); the last few are kept in memory."""
+        key = (call.note_id, call.uniq)
+        with self._lock:
+            recording = self._recording_cache.get(key)
+            if recording is not None:
+                self._recording_cache.move_to_end(key)
+                return recording
+        recording = make_recording(call)
+        with self._lock:
+            self._recording_cache[key] = recording
+            while len(self._recording_cache) > _RECORDINGS_IN_MEMORY:
+                self._recording_cache.popitem(last=False)
+        return recording
 
 
 def _int(key: str, value: str) -> int:

@@ -10,6 +10,7 @@ stub transcription service returns as the "transcript".
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +36,19 @@ ResponsibleForm = Literal["id", "id_text", "name", "phone"]
 #: how a note's ``params.duration`` is written: a number, digits in a string ("37"), a fraction ("37.5")
 DurationForm = Literal["int", "text", "fraction"]
 Speaker = Literal["administrator", "patient"]
+#: the container of a call's recording file
+RecordingFormat = Literal["mp3", "wav", "ogg"]
+RECORDING_CONTENT_TYPES: Final[dict[RecordingFormat, str]] = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "ogg": "audio/ogg",
+}
+#: how the telephony stores recordings: mostly MP3 (the amoCRM player plays only MP3), some WAV, some OGG/Opus
+RECORDING_FORMAT_SHARES: Final[dict[RecordingFormat, float]] = {"mp3": 0.70, "wav": 0.18, "ogg": 0.12}
+MP3_BITRATES_KBPS: Final = (16, 24, 32)
+#: the share of answered calls that are very long (25 to 60 minutes: a consultation, a complaint escalated)
+VERY_LONG_SHARE: Final = 0.025
+VERY_LONG_SECONDS: Final = (1500, 3600)
 
 CALL_TYPES: Final[tuple[CallType, ...]] = (
     "booking",
@@ -503,6 +517,8 @@ class DemoCall:
     duration_as: DurationForm = "int"
     #: ids, entity ids and ``call_status`` written as strings, as some integrations send them
     ids_as_text: bool = False
+    #: the recording's format; ``None``: chosen by the call's ``uniq`` (:attr:`recording_format`)
+    recording_as: RecordingFormat | None = None
 
     @property
     def incoming(self) -> bool:
@@ -513,8 +529,25 @@ class DemoCall:
         return self.call_status == CALL_STATUS_CONVERSATION
 
     @property
+    def recording_format(self) -> RecordingFormat:
+        """The recording's container, by :data:`RECORDING_FORMAT_SHARES` (a hash of ``uniq``: no random draw)."""
+        if self.recording_as is not None:
+            return self.recording_as
+        roll = _unit(f"format:{self.uniq}")
+        for fmt, share in RECORDING_FORMAT_SHARES.items():
+            if roll < share:
+                return fmt
+            roll -= share
+        return "mp3"
+
+    @property
+    def recording_bitrate_kbps(self) -> int:
+        """An MP3 recording's bitrate: telephony's 16, 24 or 32 kbit/s."""
+        return MP3_BITRATES_KBPS[int(_unit(f"bitrate:{self.uniq}") * len(MP3_BITRATES_KBPS))]
+
+    @property
     def recording_path(self) -> str:
-        return f"/recordings/{self.uniq}.wav"
+        return f"/recordings/{self.uniq}.{self.recording_format}"
 
     @property
     def filings(self) -> tuple[NoteFiling, ...]:
@@ -721,6 +754,7 @@ def _make_call(rng: random.Random, note_id: int, ts: int, now_ts: int, patients:
     scenario: Scenario | None = None
     if answered:
         scenario, duration = _make_scenario(rng, incoming, admin, patient, local)
+        duration = _very_long(note_id, ts) or duration
         status = CALL_STATUS_CONVERSATION
         has_recording = rng.random() < 0.9
     else:
@@ -753,6 +787,19 @@ def _make_call(rng: random.Random, note_id: int, ts: int, now_ts: int, patients:
         has_recording=has_recording,
         scenario=scenario,
     )
+
+
+def _unit(key: str) -> float:
+    """A number in [0, 1) fixed by ``key`` (not drawn from the generator: adding it changes no other call)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
+def _very_long(note_id: int, ts: int) -> int | None:
+    """The duration of one of the :data:`VERY_LONG_SHARE` very long calls, or ``None``."""
+    if _unit(f"very-long:{note_id}:{ts}") >= VERY_LONG_SHARE:
+        return None
+    low, high = VERY_LONG_SECONDS
+    return low + int(_unit(f"very-long-seconds:{note_id}:{ts}") * (high - low + 1))
 
 
 #: shares of the demo notes in each of the shapes real accounts send

@@ -1,17 +1,20 @@
 """A stub OpenAI: a real HTTP server speaking the part of the OpenAI API Callsight uses.
 
 Serves ``POST /v1/audio/transcriptions`` (multipart uploads as the official ``openai`` client sends them;
-a demo WAV from :mod:`infra.stubs.audio` is "transcribed" to its scenario's dialogue),
+a demo recording from :mod:`infra.stubs.audio`, or a split part of one, is "transcribed" to the lines of its
+scenario's dialogue said in it; per-model formats, hints and duration limits as OpenAI's),
 ``POST /v1/chat/completions`` (plain text, ``json_object`` and strict ``json_schema`` structured outputs;
 a call-analysis schema gets an analysis derived from the transcript in the messages, the recommendations
 report's schemas (themes, merged themes, manager actions) answers derived from the numbered items and
 figures in the prompt, any other schema a minimal valid instance) and ``GET /v1/models``. Errors use OpenAI's JSON shape
-``{"error": {"message", "type", "param", "code"}}``. Knobs inject latency and faults (429 with
-``retry-after``, 500, a request held past the client's timeout, content that is not the JSON asked for).
+``{"error": {"message", "type", "param", "code"}}``; strict schemas and reasoning models' parameters are checked
+as the real API does. Knobs inject latency (also per minute of audio) and faults (429 with ``retry-after``, 500,
+a request held past the client's timeout, content that is not the JSON asked for, a dropped connection).
 
 Run it alone::
 
-    python -m infra.stubs.openai --port 8102 [--latency-ms 50] [--fault-rate 0.05] [--fault-kinds 429,500]
+    python -m infra.stubs.openai --port 8102 [--latency-ms 50] [--latency-ms-per-audio-minute 3000]
+        [--fault-rate 0.05] [--fault-kinds 429,500,reset]
 """
 
 from __future__ import annotations
@@ -24,23 +27,36 @@ import math
 import random
 import re
 import secrets
+import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from infra.stubs.audio import read_wav_metadata
+from infra.stubs.audio import metadata_of, probe_audio, read_wav_metadata
 from infra.stubs.clinic_calls import ADMINISTRATORS, BOOKING_CONFIRMATION_MARKER, DEFAULT_SEED
 from infra.stubs.server import Response, StubRequestHandler, StubServer, serve_until_signal
 
 DEFAULT_API_KEY: Final = "stub-openai-key"
-TRANSCRIPTION_MODELS: Final = ("gpt-transcribe", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "whisper-1")
+TRANSCRIPTION_MODELS: Final = (
+    "gpt-transcribe",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-4o-transcribe-diarize",
+    "whisper-1",
+)
 #: Chat models ``GET /v1/models`` lists by default. By default any OpenAI-style chat model name is accepted
 #: (``gpt-*``, ``chatgpt-*``, ``o1``/``o3``/``o4``...); ``chat_models=[...]`` restricts to a set (dated snapshots
 #: such as ``gpt-4o-mini-2024-07-18`` included) and ``chat_models=["*"]`` accepts any name (a self-hosted model).
 CHAT_MODELS: Final = (
+    "gpt-5.5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "gpt-5.4-nano",
+    "gpt-5.1",
     "gpt-5",
     "gpt-5-mini",
     "gpt-5-nano",
@@ -50,10 +66,44 @@ CHAT_MODELS: Final = (
     "gpt-4o-mini",
     "o4-mini",
 )
-FAULT_KINDS: Final = ("429", "500", "timeout", "invalid_json")
+#: ``reset``: the connection is closed without an answer (the client sees a connection error)
+FAULT_KINDS: Final = ("429", "500", "timeout", "invalid_json", "reset")
 AUDIO_FORMATS: Final = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
-RESPONSE_FORMATS: Final = ("json", "text", "verbose_json", "srt", "vtt")
+RESPONSE_FORMATS: Final = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 MAX_UPLOAD_BYTES: Final = 25 * 1024 * 1024  # OpenAI's 25 MB: 26,214,400 bytes per request
+#: the gpt-4o transcribe models answer 400 for longer audio (measured on the real API; see the README)
+GPT4O_MAX_AUDIO_SECONDS: Final = 1400.0
+REQUESTS_LOG_SIZE: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionRules:
+    """What a transcription model accepts: response formats, the longest audio (``None``: only the 25 MB limit),
+    whether it takes ``keywords[]``/``languages[]`` hints and a ``prompt``, and the audio length over which it
+    needs a ``chunking_strategy``."""
+
+    formats: tuple[str, ...]
+    max_seconds: float | None
+    hints: bool = False
+    prompt: bool = True
+    chunking_over: float | None = None
+
+
+#: OpenAI's documented rules (SDK ``transcription_create_params.py``, the speech-to-text guide): the gpt-4o models
+#: answer ``json`` only; ``verbose_json``/``srt``/``vtt`` (segments, timestamps) are whisper-1's; gpt-transcribe
+#: takes hints and answers ``json`` or ``text``, and no longer audio than the gpt-4o models (undocumented: assumed
+#: so that our splitter never relies on more); the diarize model refuses a prompt and needs chunking over 30 s.
+TRANSCRIPTION_RULES: Final[dict[str, TranscriptionRules]] = {
+    "whisper-1": TranscriptionRules(("json", "text", "srt", "verbose_json", "vtt"), None),
+    "gpt-transcribe": TranscriptionRules(("json", "text"), GPT4O_MAX_AUDIO_SECONDS, hints=True),
+    "gpt-4o-transcribe": TranscriptionRules(("json",), GPT4O_MAX_AUDIO_SECONDS),
+    "gpt-4o-mini-transcribe": TranscriptionRules(("json",), GPT4O_MAX_AUDIO_SECONDS),
+    "gpt-4o-transcribe-diarize": TranscriptionRules(
+        ("json", "text", "diarized_json"), GPT4O_MAX_AUDIO_SECONDS, prompt=False, chunking_over=30.0
+    ),
+}
+#: a model configured with ``transcription_models=[...]`` that OpenAI does not have (a self-hosted server)
+_OTHER_TRANSCRIPTION_MODEL: Final = TranscriptionRules(("json", "text", "srt", "verbose_json", "vtt"), None, hints=True)
 _MAX_READ: Final = 256 * 1024 * 1024  # larger requests are refused without reading them
 _CREATED: Final = 1_700_000_000
 _JSON: Final = "application/json"
@@ -61,6 +111,12 @@ _SNAPSHOT: Final = re.compile(r"^(?P<base>.+)-\d{4}-\d{2}-\d{2}$")
 _CHAT_NAME: Final = re.compile(r"^(?:gpt-\d|chatgpt-|o\d)")
 _NOT_CHAT: Final = re.compile(r"transcribe|tts|whisper|embedding|image|dall-e|moderation|realtime|search-api|sora")
 _SCHEMA_NAME: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PART_NAME: Final = re.compile(r"-part\d{2,}-at(\d+)ms\.[A-Za-z0-9]+$")
+#: reasoning families: only the default temperature / top_p, ``max_completion_tokens`` instead of ``max_tokens``
+_REASONING: Final = re.compile(r"^(?:o\d|gpt-5|gpt-6)(?!.*-chat)")
+#: chat models older than structured outputs
+_NO_JSON_SCHEMA: Final = re.compile(r"^(?:gpt-3\.5|gpt-4(?:$|-))")
+_RESET: Final = "x-stub-reset"  # a response header: the handler drops the connection instead of answering
 _GENERIC_TRANSCRIPTS: Final = (
     "Здравствуйте, подскажите, пожалуйста, можно записаться на приём?",
     "Да, слушаю вас. Минутку, посмотрю расписание.",
@@ -69,6 +125,13 @@ _GENERIC_TRANSCRIPTS: Final = (
     "Подскажите, сколько стоит консультация врача?",
     "Добрый день, клиника, слушаю вас.",
 )
+
+
+def transcription_rules(model: str) -> TranscriptionRules:
+    """The rules of a transcription model (its dated snapshots share them)."""
+    snapshot = _SNAPSHOT.match(model)
+    base = snapshot.group("base") if snapshot is not None and model not in TRANSCRIPTION_RULES else model
+    return TRANSCRIPTION_RULES.get(base, _OTHER_TRANSCRIPTION_MODEL)
 
 
 def _json(status: int, payload: Any) -> Response:
@@ -108,6 +171,15 @@ class _Handler(StubRequestHandler):
             self._drain(length)
             return None
         return super().read_length(length)
+
+    def _send(self, response: Response, method: str) -> None:
+        if response.headers.get(_RESET):  # the reset fault: no answer, the connection cut (RST)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        super()._send(response, method)
 
     def _drain(self, length: int) -> None:
         remaining = length
@@ -156,6 +228,7 @@ class OpenAIStub(StubServer):
         transcription_models: Iterable[str] = TRANSCRIPTION_MODELS,
         chat_models: Iterable[str] | None = None,
         latency_ms: float = 0.0,
+        latency_ms_per_audio_minute: float = 0.0,
         fault_rate: float = 0.0,
         fault_kinds: Iterable[str] = FAULT_KINDS,
         timeout_seconds: float = 5.0,
@@ -167,19 +240,24 @@ class OpenAIStub(StubServer):
         self._rng = random.Random(f"openai-stub-faults:{seed}")
         self._stopping = threading.Event()
         self._counter = 0
+        self._in_flight = 0
         self.api_key = DEFAULT_API_KEY
         self.transcription_models: frozenset[str] = frozenset()
         self.chat_models: frozenset[str] | None = None
         self.latency_ms = 0.0
+        self.latency_ms_per_audio_minute = 0.0
         self.fault_rate = 0.0
         self.fault_kinds: tuple[str, ...] = FAULT_KINDS
         self.timeout_seconds = 5.0
         self.retry_after: float | None = None
+        self.huge_answer_bytes = 0
+        self.huge_answer_for = ""
         self.configure(
             api_key=api_key,
             transcription_models=transcription_models,
             chat_models=chat_models,
             latency_ms=latency_ms,
+            latency_ms_per_audio_minute=latency_ms_per_audio_minute,
             fault_rate=fault_rate,
             fault_kinds=fault_kinds,
             timeout_seconds=timeout_seconds,
@@ -220,11 +298,15 @@ class OpenAIStub(StubServer):
     # ----------------------------------------------------------------------------------- knobs
 
     def configure(self, **knobs: Any) -> None:
-        """Changes ``latency_ms``, ``fault_rate``, ``fault_kinds``, ``timeout_seconds``, ``retry_after``,
-        ``api_key``, ``transcription_models`` or ``chat_models`` (``None``: OpenAI-style names, ``["*"]``: any
-        name) while running."""
+        """Changes ``latency_ms``, ``latency_ms_per_audio_minute`` (added to a transcription per minute of its audio:
+        the real service takes roughly 2,000-5,000 ms a minute), ``fault_rate``, ``fault_kinds``,
+        ``timeout_seconds``, ``retry_after``, ``api_key``, ``transcription_models`` or ``chat_models`` (``None``:
+        OpenAI-style names, ``["*"]``: any name) while running. ``huge_answer_bytes`` with ``huge_answer_for`` (a
+        part of an upload's filename; empty: none): the JSON transcription of such an upload has that many bytes
+        of repeated words added to its ``text`` (a runaway transcript: an answer that takes the client's memory)."""
         allowed = {
             "latency_ms",
+            "latency_ms_per_audio_minute",
             "fault_rate",
             "fault_kinds",
             "timeout_seconds",
@@ -232,6 +314,8 @@ class OpenAIStub(StubServer):
             "api_key",
             "transcription_models",
             "chat_models",
+            "huge_answer_bytes",
+            "huge_answer_for",
         }
         unknown = set(knobs) - allowed
         if unknown:
@@ -247,6 +331,8 @@ class OpenAIStub(StubServer):
         with self._lock:
             if "latency_ms" in knobs:
                 self.latency_ms = max(0.0, float(knobs["latency_ms"]))
+            if "latency_ms_per_audio_minute" in knobs:
+                self.latency_ms_per_audio_minute = max(0.0, float(knobs["latency_ms_per_audio_minute"]))
             if "fault_rate" in knobs:
                 self.fault_rate = float(knobs["fault_rate"])
             if kinds is not None:
@@ -263,6 +349,10 @@ class OpenAIStub(StubServer):
             if "chat_models" in knobs:
                 models = knobs["chat_models"]
                 self.chat_models = None if models is None else frozenset(str(m) for m in models)
+            if "huge_answer_bytes" in knobs:
+                self.huge_answer_bytes = max(0, int(knobs["huge_answer_bytes"]))
+            if "huge_answer_for" in knobs:
+                self.huge_answer_for = str(knobs["huge_answer_for"])
 
     # ----------------------------------------------------------------------------------- stats
 
@@ -272,9 +362,12 @@ class OpenAIStub(StubServer):
         completions that returned a call analysis); ``models``: requests answered 200 by model;
         ``request_times``: monotonic arrival times of the requests answered 2xx; ``audio_seconds``: the
         duration transcribed; ``prompt_tokens`` / ``completion_tokens``: the usage reported (``largest_prompt_tokens``:
-        the largest one request's)."""
+        the largest one request's); ``transcriptions_in_flight`` / ``max_transcriptions_in_flight``: transcription
+        requests being answered now / at most at once since the last reset. :meth:`requests_log` has each request."""
         with self._lock:
             return {
+                "transcriptions_in_flight": self._in_flight,
+                "max_transcriptions_in_flight": self._max_in_flight,
                 "requests": self._requests,
                 "by_status": dict(self._by_status),
                 "faults": dict(self._faults),
@@ -303,6 +396,15 @@ class OpenAIStub(StubServer):
             self._prompt_tokens = 0
             self._largest_prompt_tokens = 0
             self._completion_tokens = 0
+            self._max_in_flight = self._in_flight
+            self._log: deque[dict[str, Any]] = deque(maxlen=REQUESTS_LOG_SIZE)
+
+    def requests_log(self) -> list[dict[str, Any]]:
+        """The last :data:`REQUESTS_LOG_SIZE` API requests, oldest first: ``endpoint``, ``status``, ``model`` and
+        what each carried (transcriptions: ``filename``, ``bytes``, ``fields`` (``name[]`` fields as lists),
+        ``audio_seconds``; completions: ``params`` (the body's keys), ``temperature``, ``response_format``)."""
+        with self._lock:
+            return [dict(entry) for entry in self._log]
 
     # -------------------------------------------------------------------------- request handling
 
@@ -311,17 +413,31 @@ class OpenAIStub(StubServer):
         request was larger than the upload limit (``size`` bytes, read and dropped)."""
         arrived = time.monotonic()
         path = target.split("?", 1)[0].rstrip("/") or "/"
+        transcription = path == "/v1/audio/transcriptions"
+        note: dict[str, Any] = {}
         with self._lock:
             self._requests += 1
             latency = self.latency_ms
-        if latency > 0:
-            self._stopping.wait(latency / 1000.0)
-        response, endpoint = self._answer(method, path, headers, body, size)
+            if transcription:
+                self._in_flight += 1
+                self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            if latency > 0:
+                self._stopping.wait(latency / 1000.0)
+            response, endpoint = self._answer(method, path, headers, body, size, note=note)
+        finally:
+            if transcription:
+                with self._lock:
+                    self._in_flight -= 1
         response.headers.setdefault("x-request-id", f"req_{secrets.token_hex(16)}")
         response.headers.setdefault("openai-version", "2020-10-01")
         response.headers.setdefault("openai-processing-ms", str(int((time.monotonic() - arrived) * 1000)))
         with self._lock:
-            self._by_status[response.status] = self._by_status.get(response.status, 0) + 1
+            if endpoint is not None and path.startswith("/v1/"):
+                reset = bool(response.headers.get(_RESET))
+                self._log.append({"endpoint": endpoint, "status": None if reset else response.status, **note})
+            if not response.headers.get(_RESET):
+                self._by_status[response.status] = self._by_status.get(response.status, 0) + 1
             if 200 <= response.status < 300:
                 self._request_times.append(arrived)
                 if endpoint == "transcriptions":
@@ -331,7 +447,7 @@ class OpenAIStub(StubServer):
         return response
 
     def _answer(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None, size: int
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None, size: int, *, note: dict[str, Any]
     ) -> tuple[Response, str | None]:
         routes = {
             "/v1/audio/transcriptions": ("POST", "transcriptions"),
@@ -352,8 +468,10 @@ class OpenAIStub(StubServer):
         if unauthorized is not None:
             return unauthorized, endpoint
         fault = self._draw_fault()
-        if fault in ("500", "timeout"):
+        if fault in ("500", "timeout", "reset"):
             self._count_fault(fault)
+        if fault == "reset":
+            return Response(502, headers={_RESET: "1"}), endpoint
         if fault == "500":
             return _server_error(), endpoint
         if fault == "timeout":
@@ -363,9 +481,9 @@ class OpenAIStub(StubServer):
             return _server_error(), endpoint
         try:
             if endpoint == "transcriptions":
-                response, model = self._transcribe(headers, body, fault == "invalid_json")
+                response, model = self._transcribe(headers, body, fault == "invalid_json", note)
             elif endpoint == "completions":
-                response, model = self._complete(body, fault == "invalid_json")
+                response, model = self._complete(body, fault == "invalid_json", note)
             else:
                 response, model = self._list_models(path), None
                 if fault == "invalid_json":
@@ -479,7 +597,7 @@ class OpenAIStub(StubServer):
                 )
             )
         if allowed is None:
-            if not _CHAT_NAME.match(model):
+            if not _CHAT_NAME.match(_base_model(model)):
                 raise _ApiError(_model_not_found(model))
             return
         snapshot = _SNAPSHOT.match(model)
@@ -488,7 +606,9 @@ class OpenAIStub(StubServer):
 
     # --------------------------------------------------------------------------- transcriptions
 
-    def _transcribe(self, headers: Mapping[str, str], body: bytes, invalid_json: bool) -> tuple[Response, str]:
+    def _transcribe(
+        self, headers: Mapping[str, str], body: bytes, invalid_json: bool, note: dict[str, Any]
+    ) -> tuple[Response, str]:
         content_type = headers.get("content-type", "")
         boundary = _boundary(content_type)
         if not content_type.lower().startswith("multipart/form-data") or boundary is None:
@@ -498,17 +618,27 @@ class OpenAIStub(StubServer):
             )
         fields, files = _parse_multipart(body, boundary)
         model = fields.get("model", [""])[0].strip()
+        upload = files.get("file")
+        note.update(
+            model=model or None,
+            filename=upload[0] if upload else None,
+            bytes=len(upload[1]) if upload else 0,
+            fields={name: values if name.endswith("[]") else values[0] for name, values in fields.items()},
+        )
         if not model:
             raise _bad_request("you must provide a model parameter", "model", "missing_required_parameter")
-        upload = files.get("file")
         if upload is None:
             raise _bad_request("Missing required parameter: 'file'.", "file", "missing_required_parameter")
         filename, data = upload
         with self._lock:
             models = self.transcription_models
+            per_minute = self.latency_ms_per_audio_minute
+            huge_bytes, huge_for = self.huge_answer_bytes, self.huge_answer_for
         snapshot = _SNAPSHOT.match(model)
-        if model not in models and (snapshot is None or snapshot.group("base") not in models):
+        base = snapshot.group("base") if snapshot is not None and model not in models else model
+        if base not in models:
             raise _ApiError(_model_not_found(model))
+        rules = transcription_rules(base)
         response_format = fields.get("response_format", ["json"])[0].strip() or "json"
         if response_format not in RESPONSE_FORMATS:
             raise _bad_request(
@@ -518,15 +648,19 @@ class OpenAIStub(StubServer):
                 "response_format",
                 "invalid_value",
             )
-        if response_format not in ("json", "text") and model.startswith(
-            ("gpt-4o-transcribe", "gpt-4o-mini-transcribe")
-        ):
-            raise _bad_request(  # OpenAI: the gpt-4o transcribe models answer json (and text) only
-                f"response_format '{response_format}' is not compatible with model '{model}'. Use 'json' or 'text' "
-                "instead.",
+        if response_format not in rules.formats:
+            raise _bad_request(
+                f"response_format '{response_format}' is not compatible with model '{model}'. Use "
+                + " or ".join(f"'{value}'" for value in rules.formats)
+                + " instead.",
                 "response_format",
                 "unsupported_value",
             )
+        for name in ("keywords", "languages"):
+            if (fields.get(f"{name}[]") or fields.get(name)) and not rules.hints:
+                raise _bad_request(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+        if fields.get("prompt", [""])[0] and not rules.prompt:
+            raise _bad_request(f"Prompting is not supported for model '{model}'.", "prompt", "unsupported_parameter")
         extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         if extension not in AUDIO_FORMATS:
             raise _bad_request(
@@ -535,16 +669,37 @@ class OpenAIStub(StubServer):
         audio_kind = _sniff_audio(data)
         if audio_kind is None:
             raise _bad_request("Audio file might be corrupted or unsupported", "file", "invalid_value")
+        heard = _hear(data, audio_kind, filename)
+        note["audio_seconds"] = heard.seconds
+        if rules.max_seconds is not None and heard.seconds > rules.max_seconds:
+            raise _bad_request(
+                f"audio duration {heard.seconds:g} seconds is longer than {rules.max_seconds:g} seconds which is the "
+                "maximum for this model",
+                "file",
+                "invalid_value",
+            )
+        if (
+            rules.chunking_over is not None
+            and heard.seconds > rules.chunking_over
+            and not fields.get("chunking_strategy", [""])[0]
+        ):
+            raise _bad_request(
+                f"chunking_strategy is required for model '{model}' when the audio is longer than "
+                f"{rules.chunking_over:g} seconds.",
+                "chunking_strategy",
+                "missing_required_parameter",
+            )
+        if per_minute > 0:  # the real service takes seconds per minute of audio
+            self._stopping.wait(per_minute * heard.seconds / 60.0 / 1000.0)
         granularities = fields.get("timestamp_granularities[]", []) + fields.get("timestamp_granularities", [])
-        lines, duration = _transcribe_audio(data, audio_kind)
-        text = "\n".join(lines)
-        segments = _segments(lines, duration)
-        seconds = math.ceil(duration) if duration > 0 else 0
-        if model == "whisper-1":
+        text = "\n".join(heard.lines)
+        segments = heard.segments
+        seconds = math.ceil(heard.billed) if heard.billed > 0 else 0
+        if base == "whisper-1":
             usage: dict[str, Any] = {"type": "duration", "seconds": seconds}
         else:
             text_tokens = _tokens(text)
-            audio_tokens = max(1, int(duration * 10))
+            audio_tokens = max(1, int(heard.billed * 10))
             usage = {
                 "type": "tokens",
                 "input_tokens": audio_tokens,
@@ -554,14 +709,16 @@ class OpenAIStub(StubServer):
             }
         if response_format == "json":
             result: dict[str, Any] = {"text": text, "usage": usage}
-            if model.startswith("gpt-transcribe"):
+            if rules.hints:
                 result["languages"] = [{"code": "ru"}] if text else []
             response = _json(200, result)
+            if huge_bytes and huge_for and huge_for in filename:
+                response = _with_runaway_text(result, huge_bytes)
         elif response_format == "verbose_json":
             payload: dict[str, Any] = {
                 "task": "transcribe",
                 "language": "russian",
-                "duration": round(duration, 2),
+                "duration": round(heard.billed, 2),
                 "text": text,
                 "segments": segments,
             }
@@ -569,6 +726,27 @@ class OpenAIStub(StubServer):
                 payload["words"] = _words(segments)
             payload["usage"] = {"type": "duration", "seconds": seconds}
             response = _json(200, payload)
+        elif response_format == "diarized_json":
+            response = _json(
+                200,
+                {
+                    "task": "transcribe",
+                    "duration": round(heard.billed, 2),
+                    "text": text,
+                    "segments": [
+                        {
+                            "type": "transcript.text.segment",
+                            "id": f"seg_{index:04d}",
+                            "start": segment["start"],
+                            "end": segment["end"],
+                            "text": segment["text"],
+                            "speaker": heard.speakers[index] if index < len(heard.speakers) else "A",
+                        }
+                        for index, segment in enumerate(segments)
+                    ],
+                    "usage": usage,
+                },
+            )
         elif response_format == "text":
             response = Response(200, (text + "\n").encode("utf-8"), "text/plain; charset=utf-8")
         elif response_format == "srt":
@@ -576,14 +754,14 @@ class OpenAIStub(StubServer):
         else:
             response = Response(200, _subtitles(segments, vtt=True).encode("utf-8"), "text/vtt; charset=utf-8")
         with self._lock:
-            self._audio_seconds += duration
+            self._audio_seconds += heard.billed
         if invalid_json:
             response = _truncated(response)
         return response, model
 
     # -------------------------------------------------------------------------- chat completions
 
-    def _complete(self, body: bytes, invalid_json: bool) -> tuple[Response, str]:
+    def _complete(self, body: bytes, invalid_json: bool, note: dict[str, Any]) -> tuple[Response, str]:
         try:
             request = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -596,6 +774,13 @@ class OpenAIStub(StubServer):
         if not isinstance(request, dict):
             raise _bad_request("The request body must be a JSON object.")
         model = request.get("model")
+        raw_format = request.get("response_format")
+        note.update(
+            model=model if isinstance(model, str) else None,
+            params=sorted(request),
+            temperature=request.get("temperature"),
+            response_format=raw_format.get("type") if isinstance(raw_format, dict) else None,
+        )
         if not isinstance(model, str) or not model:
             raise _bad_request("you must provide a model parameter", "model", "missing_required_parameter")
         messages = request.get("messages")
@@ -622,11 +807,19 @@ class OpenAIStub(StubServer):
         if request.get("stream"):
             raise _bad_request("The stub OpenAI server does not stream; use stream=false.", "stream", "invalid_value")
         self._check_chat_model(model)
+        _check_sampling(model, request)
         texts = [(str(message["role"]), _message_text(message.get("content"))) for message in messages]
         response_format = request.get("response_format") or {"type": "text"}
         if not isinstance(response_format, dict):
             raise _bad_request("Invalid type for 'response_format'.", "response_format", "invalid_type")
         kind = response_format.get("type", "text")
+        if kind == "json_schema" and _NO_JSON_SCHEMA.match(_base_model(model)):
+            raise _bad_request(
+                "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model. Learn "
+                "more about supported models at the Structured Outputs guide: "
+                "https://platform.openai.com/docs/guides/structured-outputs",
+                "response_format",
+            )
         analysis = False
         if kind == "json_schema":
             spec = response_format.get("json_schema")
@@ -646,7 +839,7 @@ class OpenAIStub(StubServer):
                 )
             schema: dict[str, Any] = spec["schema"]
             if spec.get("strict"):
-                problem = _strict_schema_problem(schema)
+                problem = _strict_schema_problem(schema, fine_tuned=model.startswith("ft:"))
                 if problem is not None:
                     raise _bad_request(
                         f"Invalid schema for response_format '{name}': {problem}", "response_format", None
@@ -750,6 +943,33 @@ class OpenAIStub(StubServer):
             return self._rng.randrange(count)
 
 
+def _base_model(model: str) -> str:
+    """A fine-tuned model's base (``ft:gpt-4o-mini-2024-07-18:org::id`` -> ``gpt-4o-mini-2024-07-18``)."""
+    return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 1 else model
+
+
+def _check_sampling(model: str, request: Mapping[str, Any]) -> None:
+    """Reasoning models take only the default ``temperature`` and ``top_p``, and ``max_completion_tokens``."""
+    if not _REASONING.match(_base_model(model)):
+        return
+    for name in ("temperature", "top_p"):
+        value = request.get(name)
+        if value is not None and value != 1:
+            raise _bad_request(
+                f"Unsupported value: '{name}' does not support {json.dumps(value)} with this model. Only the default "
+                "(1) value is supported.",
+                name,
+                "unsupported_value",
+            )
+    if request.get("max_tokens") is not None:
+        raise _bad_request(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+            "instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
+
+
 def _server_error() -> Response:
     return _error(
         500,
@@ -764,6 +984,15 @@ def _model_not_found(model: str) -> Response:
         f"The model `{model}` does not exist or you do not have access to it.",
         code="model_not_found",
     )
+
+
+def _with_runaway_text(result: Mapping[str, Any], extra_bytes: int) -> Response:
+    """``result`` as JSON whose ``text`` goes on with ``extra_bytes`` of one word repeated (the body is built once,
+    as bytes); ``result`` has other fields than ``text`` (``usage``)."""
+    said = json.dumps(str(result.get("text", "")) + " ", ensure_ascii=False).encode("utf-8")[:-1]  # left open
+    filler = b"uh " * (extra_bytes // 3) + b"uh"[: extra_bytes % 3]
+    rest = json.dumps({k: v for k, v in result.items() if k != "text"}, ensure_ascii=False, separators=(",", ":"))
+    return Response(200, b'{"text":' + said + filler + b'",' + rest.encode("utf-8")[1:], f"{_JSON}; charset=utf-8")
 
 
 def _truncated(response: Response) -> Response:
@@ -868,22 +1097,109 @@ def wav_duration(data: bytes) -> float | None:
     return None
 
 
-def _transcribe_audio(data: bytes, kind: str) -> tuple[list[str], float]:
-    """The transcript's lines and the audio's duration in seconds."""
-    metadata = read_wav_metadata(data) if kind == "wav" else None
-    header_seconds = wav_duration(data) if kind == "wav" else None
-    if metadata is not None:
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    """What the stub "hears" in an upload: the transcript's lines, their timed segments (seconds from the start
+    of the upload), the speakers ("A"/"B"), the measured duration and the duration billed."""
+
+    lines: list[str]
+    segments: list[dict[str, Any]]
+    speakers: list[str]
+    seconds: float
+    billed: float
+
+
+def part_offset(filename: str) -> float | None:
+    """Where a split part starts in the whole recording (seconds), from its name ``{stem}-partNN-at{ms}ms.{ext}``;
+    ``None`` for a whole recording."""
+    match = _PART_NAME.search(filename)
+    return int(match.group(1)) / 1000.0 if match else None
+
+
+def _hear(data: bytes, kind: str, filename: str) -> _Heard:
+    if kind == "wav":
+        measured, metadata = wav_duration(data), read_wav_metadata(data)
+    else:
+        probe = probe_audio(data, kind)
+        measured, metadata = probe.seconds, metadata_of(probe.tags)
+    if measured is None:
+        raise _bad_request("Audio file might be corrupted or unsupported", "file", "invalid_value")
+    offset = part_offset(filename)
+    timeline = _timeline(metadata)
+    if timeline is not None:  # a demo recording, whole or a part of one: the lines said in it, timed
+        return _said(timeline, offset, measured)
+    if metadata is not None:  # the small WAV of make_wav: the whole script, spread over the call's duration
         scenario = metadata.get("scenario")
         script = scenario.get("script") if isinstance(scenario, dict) else None
-        lines = [str(item[1]) for item in script or [] if isinstance(item, list | tuple) and len(item) == 2]
+        turns = [(str(who), str(text)) for who, text in (item for item in script or [] if _is_turn(item))]
+        lines = [text for _, text in turns]
+        whole = metadata.get("audio_seconds")
+        if offset is not None and isinstance(whole, int | float) and whole > 0:  # a part of it: its share
+            spaced = zip(_segments(lines, float(whole)), turns, strict=True)
+            spread = [(float(s["start"]), float(s["end"]), who, str(s["text"])) for s, (who, _) in spaced]
+            return _said(spread, offset, measured)
         duration = metadata.get("duration")
-        seconds = float(duration) if isinstance(duration, int | float) and duration > 0 else header_seconds or 0.0
-        return lines, seconds
-    seconds = header_seconds if header_seconds is not None else len(data) / 16000.0  # ~128 kbit/s
+        billed = float(duration) if isinstance(duration, int | float) and duration > 0 else measured
+        speakers = [_speaker(who) for who, _ in turns]
+        return _Heard(lines, _segments(lines, billed), speakers, measured, billed)
+    if measured < 0.3:
+        return _Heard([], [], [], measured, measured)
     digest = hashlib.sha256(data).digest()
-    if seconds < 0.3:
-        return [], seconds
-    return [_GENERIC_TRANSCRIPTS[digest[0] % len(_GENERIC_TRANSCRIPTS)]], seconds
+    lines = [_GENERIC_TRANSCRIPTS[digest[0] % len(_GENERIC_TRANSCRIPTS)]]
+    return _Heard(lines, _segments(lines, measured), ["A"], measured, measured)
+
+
+def _said(timeline: Sequence[tuple[float, float, str, str]], offset: float | None, measured: float) -> _Heard:
+    """The lines of a whole recording (``offset`` ``None``: all) or of the part from ``offset`` lasting
+    ``measured`` seconds (those that start in it), with times from the upload's start."""
+    shift = offset or 0.0
+    said = timeline if offset is None else [line for line in timeline if offset <= line[0] < offset + measured]
+    segments = [
+        _segment(index, max(0.0, start - shift), min(measured, end - shift), text)
+        for index, (start, end, _, text) in enumerate(said)
+    ]
+    speakers = [_speaker(who) for _, _, who, _ in said]
+    return _Heard([text for *_, text in said], segments, speakers, measured, measured)
+
+
+def _is_turn(item: Any) -> bool:
+    return isinstance(item, list | tuple) and len(item) == 2
+
+
+def _speaker(who: str) -> str:
+    return "A" if who == "administrator" else "B"
+
+
+def _timeline(metadata: Mapping[str, Any] | None) -> list[tuple[float, float, str, str]] | None:
+    """The ``lines`` of a recording's metadata (``[start, end, speaker, text]``), or ``None`` when it has none."""
+    raw = metadata.get("lines") if metadata is not None else None
+    if not isinstance(raw, list):
+        return None
+    timeline: list[tuple[float, float, str, str]] = []
+    for item in raw:
+        if (
+            isinstance(item, list)
+            and len(item) == 4
+            and all(isinstance(value, int | float) for value in item[:2])
+            and all(isinstance(value, str) for value in item[2:])
+        ):
+            timeline.append((float(item[0]), float(item[1]), item[2], item[3]))
+    return timeline
+
+
+def _segment(index: int, start: float, end: float, text: str) -> dict[str, Any]:
+    return {
+        "id": index,
+        "seek": int(start * 100) // 3000 * 3000,
+        "start": round(start, 2),
+        "end": round(max(start, end), 2),
+        "text": text,
+        "tokens": [],
+        "temperature": 0.0,
+        "avg_logprob": -0.21,
+        "compression_ratio": 1.32,
+        "no_speech_prob": 0.01,
+    }
 
 
 def _segments(lines: Sequence[str], duration: float) -> list[dict[str, Any]]:
@@ -898,20 +1214,7 @@ def _segments(lines: Sequence[str], duration: float) -> list[dict[str, Any]]:
     for index, line in enumerate(lines):
         length = speaking * max(1, len(line)) / total
         start, end = cursor, min(duration, cursor + length)
-        segments.append(
-            {
-                "id": index,
-                "seek": int(start * 100) // 3000 * 3000,
-                "start": round(start, 2),
-                "end": round(end, 2),
-                "text": line,
-                "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": -0.21,
-                "compression_ratio": 1.32,
-                "no_speech_prob": 0.01,
-            }
-        )
+        segments.append(_segment(index, start, end, line))
         cursor = end + gap
     return segments
 
@@ -1233,46 +1536,149 @@ def is_call_analysis_schema(schema: Mapping[str, Any]) -> bool:
     return len({"call_type", "outcome", "criteria", "overall_score"} & set(properties)) >= 3
 
 
-def _strict_schema_problem(schema: Mapping[str, Any]) -> str | None:
-    """What OpenAI's strict structured outputs would reject in the schema (``None``: nothing)."""
+#: what OpenAI's Structured Outputs take in a strict schema ("Supported schemas"): the structure, annotations, and
+#: per type the supported constraints; any other keyword is refused
+_SCHEMA_STRUCTURE: Final = frozenset(
+    {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "$ref", "$defs",
+     "definitions"}
+)
+_SCHEMA_ANNOTATIONS: Final = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly", "$schema",
+     "$id"}
+)
+_SCHEMA_CONSTRAINTS: Final = frozenset(
+    {"pattern", "format", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "minItems",
+     "maxItems"}
+)
+#: fine-tuned models take none of the constraints
+_SCHEMA_FORMATS: Final = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
+)
+_SCHEMA_TYPES: Final = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
+SCHEMA_MAX_PROPERTIES: Final = 5000
+SCHEMA_MAX_DEPTH: Final = 10
+SCHEMA_MAX_STRING_LENGTH: Final = 120_000
+SCHEMA_MAX_ENUM_VALUES: Final = 1000
+SCHEMA_LARGE_ENUM: Final = 250
+SCHEMA_LARGE_ENUM_MAX_LENGTH: Final = 15_000
 
-    def walk(node: Any, context: tuple[str, ...]) -> str | None:
+
+def _strict_schema_problem(schema: Mapping[str, Any], *, fine_tuned: bool = False) -> str | None:
+    """What OpenAI's strict structured outputs would reject in the schema (``None``: nothing): the root must be an
+    object (not ``anyOf``); every object sets ``additionalProperties: false`` and lists every property in
+    ``required``; every subschema has a ``type`` (or ``$ref``/``anyOf``/``enum``/``const``); only the supported
+    keywords; at most 5,000 properties, 10 levels of nesting, 1,000 enum values and 120,000 characters of names and
+    values (an enum over 250 values at most 15,000)."""
+    allowed = _SCHEMA_STRUCTURE | _SCHEMA_ANNOTATIONS | (frozenset() if fine_tuned else _SCHEMA_CONSTRAINTS)
+    totals = {"properties": 0, "enum_values": 0, "chars": 0}
+
+    def walk(node: Any, context: tuple[str, ...], depth: int) -> str | None:
         if not isinstance(node, dict):
-            return None
-        properties = node.get("properties")
-        if node.get("type") == "object" or isinstance(properties, dict):
+            return f"In context={context}, schema must be a JSON Schema object."
+        for keyword in node:
+            if keyword not in allowed:
+                return f"In context={context}, '{keyword}' is not permitted."
+        kinds = node.get("type")
+        listed = kinds if isinstance(kinds, list) else [kinds] if kinds is not None else []
+        for kind in listed:
+            if kind not in _SCHEMA_TYPES:
+                return f"In context={context}, type '{kind}' is not supported."
+        if not listed and not any(key in node for key in ("$ref", "anyOf", "enum", "const")):
+            return f"In context={context}, schema must have a 'type' key."
+        fmt = node.get("format")
+        if fmt is not None and fmt not in _SCHEMA_FORMATS:
+            return f"In context={context}, format '{fmt}' is not supported."
+        problem = values(node, context)
+        if problem:
+            return problem
+        is_object = "object" in listed or isinstance(node.get("properties"), dict)
+        if is_object:
+            depth += 1
+            if depth > SCHEMA_MAX_DEPTH:
+                return f"In context={context}, the schema exceeds {SCHEMA_MAX_DEPTH} levels of nesting."
             if node.get("additionalProperties") is not False:
                 return f"In context={context}, 'additionalProperties' is required to be supplied and to be false."
-            props: dict[str, Any] = properties if isinstance(properties, dict) else {}
-            keys = list(props)
+            properties = node.get("properties", {})
+            if not isinstance(properties, dict):
+                return f"In context={context}, 'properties' must be an object."
             required = node.get("required", [])
-            missing = [key for key in keys if key not in required]
+            if not isinstance(required, list):
+                return f"In context={context}, 'required' must be an array."
+            missing = [key for key in properties if key not in required]
             if missing:
                 return (
                     f"In context={context}, 'required' is required to be supplied and to be an array including "
                     f"every key in properties. Missing '{missing[0]}'."
                 )
-            for key in keys:
-                problem = walk(props[key], (*context, "properties", key))
+            extra = [key for key in required if key not in properties]
+            if extra:
+                return f"In context={context}, Extra required key '{extra[0]}' supplied."
+            totals["properties"] += len(properties)
+            totals["chars"] += sum(len(str(key)) for key in properties)
+            for key, sub in properties.items():
+                problem = walk(sub, (*context, "properties", key), depth)
                 if problem:
                     return problem
-        for keyword in ("items",):
-            problem = walk(node.get(keyword), (*context, keyword))
+        if "items" in node:
+            problem = walk(node["items"], (*context, "items"), depth)
             if problem:
                 return problem
-        for keyword in ("anyOf", "allOf", "oneOf", "prefixItems"):
-            for index, sub in enumerate(node.get(keyword) or []):
-                problem = walk(sub, (*context, keyword, str(index)))
+        variants = node.get("anyOf")
+        if variants is not None:
+            if not isinstance(variants, list) or not variants:
+                return f"In context={context}, 'anyOf' must be a non-empty array."
+            for index, sub in enumerate(variants):
+                problem = walk(sub, (*context, "anyOf", str(index)), depth)
                 if problem:
                     return problem
         for keyword in ("$defs", "definitions"):
-            for key, sub in (node.get(keyword) or {}).items():
-                problem = walk(sub, (*context, keyword, key))
+            definitions = node.get(keyword)
+            if definitions is None:
+                continue
+            if not isinstance(definitions, dict):
+                return f"In context={context}, '{keyword}' must be an object."
+            totals["chars"] += sum(len(str(key)) for key in definitions)
+            for key, sub in definitions.items():
+                problem = walk(sub, (*context, keyword, key), 0)
                 if problem:
                     return problem
         return None
 
-    return walk(schema, ())
+    def values(node: Mapping[str, Any], context: tuple[str, ...]) -> str | None:
+        enum = node.get("enum")
+        if enum is not None:
+            if not isinstance(enum, list) or not enum:
+                return f"In context={context}, 'enum' must be a non-empty array."
+            totals["enum_values"] += len(enum)
+            length = sum(len(value) for value in enum if isinstance(value, str))
+            totals["chars"] += length
+            if len(enum) > SCHEMA_LARGE_ENUM and length > SCHEMA_LARGE_ENUM_MAX_LENGTH:
+                return (
+                    f"In context={context}, an enum of more than {SCHEMA_LARGE_ENUM} values may have at most "
+                    f"{SCHEMA_LARGE_ENUM_MAX_LENGTH} characters of values in total; this one has {length}."
+                )
+        const = node.get("const")
+        if isinstance(const, str):
+            totals["chars"] += len(const)
+        return None
+
+    root_kind = schema.get("type") if isinstance(schema, dict) else None
+    if root_kind != "object" or "anyOf" in schema:
+        shown = "anyOf" if isinstance(schema, dict) and "anyOf" in schema else root_kind
+        return f"schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{shown}\"'."
+    problem = walk(schema, (), 0)
+    if problem:
+        return problem
+    if totals["properties"] > SCHEMA_MAX_PROPERTIES:
+        return f"The schema has {totals['properties']} object properties; at most {SCHEMA_MAX_PROPERTIES} are allowed."
+    if totals["enum_values"] > SCHEMA_MAX_ENUM_VALUES:
+        return f"The schema has {totals['enum_values']} enum values; at most {SCHEMA_MAX_ENUM_VALUES} are allowed."
+    if totals["chars"] > SCHEMA_MAX_STRING_LENGTH:
+        return (
+            f"The total length of property names, definition names, enum and const values is {totals['chars']}; "
+            f"at most {SCHEMA_MAX_STRING_LENGTH} characters are allowed."
+        )
+    return None
 
 
 def _resolve(node: Any, root: Mapping[str, Any]) -> Any:
@@ -1924,6 +2330,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--latency-ms-per-audio-minute", type=float, default=0.0, help="added to a transcription per minute of audio"
+    )
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument(
         "--fault-kinds", default=",".join(FAULT_KINDS), help="comma-separated subset of " + ",".join(FAULT_KINDS)
@@ -1938,6 +2347,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key,
         seed=args.seed,
         latency_ms=args.latency_ms,
+        latency_ms_per_audio_minute=args.latency_ms_per_audio_minute,
         fault_rate=args.fault_rate,
         fault_kinds=[kind.strip() for kind in args.fault_kinds.split(",") if kind.strip()],
         timeout_seconds=args.timeout_seconds,

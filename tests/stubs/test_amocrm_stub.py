@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
 import time
-import wave
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,8 +15,8 @@ import httpx
 import pytest
 
 from infra.stubs.amocrm import AmoCrmStub
-from infra.stubs.audio import read_wav_metadata
-from infra.stubs.clinic_calls import ADMINISTRATORS, DemoCall, generate_calls
+from infra.stubs.audio import read_metadata
+from infra.stubs.clinic_calls import ADMINISTRATORS, RECORDING_CONTENT_TYPES, DemoCall, generate_calls
 from tests.stubs.helpers import running_cli
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -118,7 +116,7 @@ def test_every_entity_type_together_holds_every_call(stub: AmoCrmStub, api: http
         call = by_id[int(note["id"])]
         assert ("link" in note["params"]) == call.has_recording
         if call.has_recording:
-            assert note["params"]["link"] == f"{stub.url}/recordings/{call.uniq}.wav"
+            assert note["params"]["link"] == f"{stub.url}/recordings/{call.uniq}.{call.recording_format}"
 
 
 def test_notes_carry_the_shapes_real_accounts_send(stub: AmoCrmStub, api: httpx.Client) -> None:
@@ -400,26 +398,32 @@ def test_latency_is_applied_to_api_requests(stub: AmoCrmStub, api: httpx.Client)
 # -------------------------------------------------------------------------------------- recordings
 
 
-def test_recordings_are_served_as_wav(stub: AmoCrmStub, api: httpx.Client) -> None:
+def test_recordings_are_served_in_their_format(stub: AmoCrmStub, api: httpx.Client) -> None:
     notes, _ = _all_pages(api, "/api/v4/leads/notes", {**CALL_TYPES, "limit": 250})
-    with_link = [n for n in notes if "link" in n["params"]][:3]
+    by_uniq = {c.uniq: c for c in stub.calls}
+    with_link = sorted((n for n in notes if "link" in n["params"]), key=lambda n: by_uniq[n["params"]["uniq"]].duration)
+    one_of_each = list({by_uniq[n["params"]["uniq"]].recording_format: n for n in reversed(with_link)}.values())
+    assert len(one_of_each) == 3, "MP3, WAV and OGG recordings"
     requests_before = stub.stats()["requests"]
     with httpx.Client() as plain:  # no Authorization: recording links are the provider's
-        for note in with_link:
+        for note in one_of_each:
+            call = by_uniq[note["params"]["uniq"]]
             response = plain.get(note["params"]["link"])
             assert response.status_code == 200
-            assert response.headers["content-type"] == "audio/wav"
-            with wave.open(io.BytesIO(response.content)) as reader:
-                assert reader.getframerate() == 8000 and reader.getnframes() > 0
-            metadata = read_wav_metadata(response.content)
+            assert note["params"]["link"].endswith(f".{call.recording_format}")
+            assert response.headers["content-type"] == RECORDING_CONTENT_TYPES[call.recording_format]
+            assert response.content[:4] == {"mp3": b"ID3\x04", "wav": b"RIFF", "ogg": b"OggS"}[call.recording_format]
+            assert f'filename="{call.uniq}.{call.recording_format}"' in response.headers["content-disposition"]
+            metadata = read_metadata(response.content, call.recording_format)
             assert metadata is not None
             assert metadata["uniq"] == note["params"]["uniq"]
             assert metadata["scenario"]["script"]
-        assert plain.get(f"{stub.url}/recordings/00000000-0000-4000-8000-000000000000.wav").status_code == 404
+            assert plain.get(note["params"]["link"]).content == response.content, "the same file again"
+        assert plain.get(f"{stub.url}/recordings/00000000-0000-4000-8000-000000000000.mp3").status_code == 404
         unrecorded = next(c for c in stub.calls if not c.has_recording)
         assert plain.get(f"{stub.url}{unrecorded.recording_path}").status_code == 404
     stats = stub.stats()
-    assert stats["recording_downloads"] == 3
+    assert stats["recording_downloads"] == 6
     assert stats["requests"] == requests_before, "downloads are not API requests"
 
 

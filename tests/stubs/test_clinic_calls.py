@@ -90,8 +90,10 @@ def test_directions_outcomes_and_recordings(calls: list[DemoCall]) -> None:
 
 def test_durations_have_a_long_tail(calls: list[DemoCall]) -> None:
     durations = [c.duration for c in calls if c.call_status == 4]
-    assert max(durations) <= 1200
-    assert max(durations) > 600, "a few long calls"
+    assert max(durations) <= 3600
+    very_long = [d for d in durations if d > 1400]  # longer than the gpt-4o transcribe models take
+    assert very_long and len(very_long) <= 0.05 * len(durations), "a few very long calls, up to an hour"
+    assert any(600 < d <= 1200 for d in durations), "some long calls"
     assert any(d < 10 for d in durations), "a few very short answered calls"
     assert 30 <= statistics.median(durations) <= 300
 

@@ -85,7 +85,7 @@ def test_demo_recording_is_transcribed_to_its_script(client: openai.OpenAI, answ
         again = client.audio.transcriptions.create(model=model, file=("a.wav", make_wav(call)))
         assert again.text == call.scenario.transcript()
     text = client.audio.transcriptions.create(
-        model="gpt-4o-mini-transcribe", file=("a.wav", make_wav(call)), response_format="text"
+        model="gpt-transcribe", file=("a.wav", make_wav(call)), response_format="text"
     )
     assert isinstance(text, str) and text.rstrip("\n") == call.scenario.transcript()
 
@@ -154,7 +154,7 @@ def test_transcription_errors_match_openai(stub: OpenAIStub, client: openai.Open
             response_format="xml",  # type: ignore[call-overload]
         )
     assert bad_format.value.param == "response_format"
-    with pytest.raises(openai.BadRequestError, match="not compatible"):  # gpt-4o transcribe models: json, text
+    with pytest.raises(openai.BadRequestError, match="not compatible"):  # gpt-4o transcribe models: json only
         client.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.wav", wav), response_format="srt")
 
     with pytest.raises(openai.APIStatusError) as too_large:
