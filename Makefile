@@ -10,7 +10,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo serve admin test unit lint bench validate build clean
+.PHONY: help venv lock lock-upgrade lowest demo serve admin test unit lint bench validate build clean
 
 help:
 	@echo "make demo      all five processes for the demo clinic end to end on the local platform (DEMO_ARGS=--keep-serving to stay up)"
@@ -21,12 +21,39 @@ help:
 	@echo "make bench     benchmarks (sync rate, status cost, overhead, e2e, PostgreSQL sync, report; BENCH_ARGS=report)"
 	@echo "make validate  sam validate --lint and cfn-lint"
 	@echo "make build     sam build (needs python3.12 on PATH)"
+	@echo "make lock      uv.lock from pyproject.toml and the requirements generated from it (lock-upgrade: newest)"
+	@echo "make lowest    the unit tests on the lowest runtime versions pyproject.toml allows (LOWEST_TESTS=...)"
 
-$(STAMP): pyproject.toml
+PIP_VERSION := 26.3
+PIP := --quiet --disable-pip-version-check
+LOWEST := $(VENV)/lowest
+LOWEST_TESTS ?= analy or transcri or chat
+
+# Exactly the locked versions (requirements.lock, generated from uv.lock by `make lock`: every package pinned with
+# its hashes), then the project itself without resolving anything again.
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,audio]'
+	$(BIN)/pip install $(PIP) 'pip==$(PIP_VERSION)'
+	$(BIN)/pip install $(PIP) -r requirements.lock
+	$(BIN)/pip install $(PIP) --no-deps -e .
 	touch $@
+
+# uv.lock again from pyproject.toml (current pins kept where they still fit), and the files generated from it
+lock: $(STAMP)
+	$(BIN)/python -m infra.lock
+
+# the same with the newest versions pyproject.toml allows
+lock-upgrade: $(STAMP)
+	$(BIN)/python -m infra.lock --upgrade
+
+# the unit tests on the lowest versions pyproject.toml allows for the runtime dependencies (not part of `make test`)
+lowest: $(STAMP)
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install $(PIP) -r requirements.lock
+	$(LOWEST)/bin/pip install $(PIP) $$($(BIN)/python -m infra.lock --lowest)
+	$(LOWEST)/bin/pip list --format=freeze | grep -iE '^(openai|pydantic|pydantic[-_]settings|httpx|aws[-_]lambda[-_]powertools|boto3|psycopg)=='
+	PYTHONPATH=layers/callsight $(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit -k "$(LOWEST_TESTS)"
 
 # SAM CLI pins its own boto3/pydantic versions: it lives in a venv of its own.
 $(SAM_STAMP):
