@@ -15,6 +15,7 @@ from callsight.dal.calls import CallKey, CallRepository
 from callsight.dal.recordings import ObjectStore
 from callsight.dal.table import Table
 from callsight.errors import CallFailed
+from callsight.llm import RetryPolicy
 from callsight.logic.analyze import AnalysisSettings, Analyzer
 from callsight.logic.transcribe import Transcriber, TranscriptionSettings
 from infra.stubs.audio import make_wav
@@ -152,3 +153,87 @@ def test_a_clinics_own_prompt_and_model_are_used(table: Table, bucket: str, stub
     assert stored["analysis_model"] == "gpt-4o-mini" and stub.stats()["models"].get("gpt-4o-mini")
     prompts = " ".join(str(m["content"]) for m in sent[-1]["messages"])
     assert "Оцени только вежливость." in prompts  # the clinic's rubric reached the model
+
+
+def _recording_client(stub: OpenAIStub, sent: list[dict[str, Any]], faults: list[str] | None = None,
+                      timeout: float = 10) -> OpenAI:
+    """The official client (no retries of its own) recording each request's body; its n-th request meets the
+    stub's n-th fault of ``faults`` ("" or past the end: none)."""
+    plan = iter(faults or [])
+
+    def before(request: httpx.Request) -> None:
+        fault = next(plan, "")
+        stub.configure(fault_rate=1.0 if fault else 0.0, fault_kinds=[fault or "500"])
+        sent.append(json.loads(request.read()))
+
+    return OpenAI(api_key="stub-openai-key", base_url=f"{stub.url}/v1", max_retries=0, timeout=timeout,
+                  http_client=httpx.Client(event_hooks={"request": [before]}))
+
+
+FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.02)
+
+
+@pytest.mark.parametrize(("model", "clinic_model", "expected"), [
+    ("gpt-5.4-mini", None, {"reasoning_effort": "low"}),
+    ("gpt-4.1-mini", None, {"temperature": 0}),
+    ("gpt-4.1-mini", "gpt-5.4", {"reasoning_effort": "low"}),  # the clinic's model, with its family's parameters
+    ("gpt-5.4-mini", "gpt-4o-mini", {"temperature": 0}),
+])
+def test_each_model_gets_the_parameters_its_family_takes(table: Table, bucket: str, stub: OpenAIStub, model: str,
+                                                         clinic_model: str | None, expected: dict[str, Any]) -> None:
+    key = _transcribed(table, bucket, stub, _answered(1)[0])
+    sent: list[dict[str, Any]] = []
+    analyzer = Analyzer(store=ObjectStore(bucket), client=_recording_client(stub, sent),
+                        settings=AnalysisSettings(model=model, attempts=3),
+                        clinic_settings={"model": clinic_model} if clinic_model else {})
+    stored = analyzer.analyze(key, _item(table, key))
+    used = clinic_model or model
+    assert stored["analysis_model"] == used and [body["model"] for body in sent] == [used]
+    assert {k: sent[0][k] for k in ("temperature", "reasoning_effort", "max_tokens") if k in sent[0]} == expected
+
+
+def test_invalid_json_and_lost_connections_are_retried_and_the_call_succeeds(
+        table: Table, bucket: str, stub: OpenAIStub) -> None:
+    key = _transcribed(table, bucket, stub, _answered(1)[0])
+    stub.configure(timeout_seconds=2.0)  # a "timeout" request is held longer than the client waits
+    try:
+        sent: list[dict[str, Any]] = []
+        client = _recording_client(stub, sent, ["invalid_json", "timeout", "invalid_json"], timeout=0.3)
+        analyzer = Analyzer(store=ObjectStore(bucket), client=client, clinic_settings={},
+                            settings=AnalysisSettings(model="gpt-5.4-mini", attempts=4, retry=FAST_RETRY))
+        before = stub.stats()["faults"]
+        stored = analyzer.analyze(key, _item(table, key))
+        faults = stub.stats()["faults"]
+    finally:
+        stub.configure(timeout_seconds=5.0)
+    assert CallAnalysis.model_validate(stored["analysis"]) and len(sent) == 4
+    assert faults.get("invalid_json", 0) - before.get("invalid_json", 0) == 2
+    assert faults.get("timeout", 0) - before.get("timeout", 0) == 1
+
+
+def test_lost_connections_past_the_budget_fail_the_call_naming_the_error(
+        table: Table, bucket: str, stub: OpenAIStub) -> None:
+    key = _transcribed(table, bucket, stub, _answered(1)[0])
+    stub.configure(timeout_seconds=2.0)
+    try:
+        sent: list[dict[str, Any]] = []
+        analyzer = Analyzer(store=ObjectStore(bucket), client=_recording_client(stub, sent, ["timeout"] * 3,
+                                                                                  timeout=0.3),
+                            settings=AnalysisSettings(model="gpt-5.4-mini", attempts=3, retry=FAST_RETRY),
+                            clinic_settings={})
+        with pytest.raises(CallFailed, match=r"after 3 request\(s\): APITimeoutError") as failure:
+            analyzer.analyze(key, _item(table, key))
+    finally:
+        stub.configure(timeout_seconds=5.0)
+    assert len(sent) == 3 and "stub-openai-key" not in str(failure.value)
+
+
+def test_a_permanent_refusal_is_not_retried(table: Table, bucket: str, stub: OpenAIStub) -> None:
+    key = _transcribed(table, bucket, stub, _answered(1)[0])
+    sent: list[dict[str, Any]] = []
+    analyzer = Analyzer(store=ObjectStore(bucket), client=_recording_client(stub, sent),
+                        settings=AnalysisSettings(model="gpt-5.4-mini", attempts=4, retry=FAST_RETRY),
+                        clinic_settings={"model": "gpt-unknown-model"})
+    with pytest.raises(CallFailed, match="HTTP 404") as failure:
+        analyzer.analyze(key, _item(table, key))
+    assert "gpt-unknown-model" in str(failure.value) and len(sent) == 1

@@ -5,9 +5,11 @@
   numbers of their members, hierarchically when all themes do not fit one prompt;
 - ``write_actions``: the computed figures -> a summary and 3-5 prioritised actions for the manager.
 
-Every answer is a strict structured output (``client.chat.completions.parse``) checked again here: an
-answer failing validation is asked again up to ``attempts`` times, then :class:`ReportFailed`; an API
-error is :class:`ReportFailed` at once (the client itself retries 429/5xx ``max_retries`` times).
+Every answer is a strict structured output (``client.chat.completions.parse``, with the parameters the
+model's family takes: ``callsight.analysis.chat_models``) checked again here, within ``attempts`` requests
+(a ``RequestBudget``): an unreadable 200 or a lost connection is sent again after a backoff, an answer
+failing validation is asked again; then :class:`ReportFailed`. An API error is :class:`ReportFailed` at
+once (the client itself retries 429/5xx ``max_retries`` times).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from functools import partial
 from typing import Any, Final, TypeVar
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ParsedChatCompletion
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from callsight.analysis.chat_models import RequestBudget, chat_options
 from callsight.errors import validation_problems
+from callsight.llm import RetryPolicy
 from callsight.report.errors import ReportFailed
 from callsight.report.models import (
     Action,
@@ -192,12 +196,14 @@ class ThemeWriter:
     """
 
     def __init__(self, client: openai.OpenAI, *, model: str, attempts: int = 3,
-                 max_prompt_tokens: int = 12_000) -> None:
+                 max_prompt_tokens: int = 12_000, retry: RetryPolicy | None = None) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self.client = client
         self.model = model
         self.attempts = attempts
+        self.retry = retry or RetryPolicy()
+        self._options = chat_options(model)  # the report keeps the model's default temperature
         self.max_prompt_tokens = max_prompt_tokens
         self.usage = LLMUsage()
         self._map_overhead = _overhead(MAP_SYSTEM, MAP_HEADER, RecommendationThemes)
@@ -306,25 +312,31 @@ class ThemeWriter:
              check: Callable[[_Answer], _Result]) -> _Result:
         problem = "no answer"
         estimate = _estimate(messages, answer_type)
-        for _ in range(self.attempts):
+        budget = RequestBudget(self.attempts, retry=self.retry)
+
+        def send() -> ParsedChatCompletion[_Answer]:
             self.usage.requests += 1
             try:
-                completion = self.client.chat.completions.parse(
-                    model=self.model, messages=messages, response_format=answer_type)
+                return self.client.chat.completions.parse(
+                    model=self.model, messages=messages, response_format=answer_type, **self._options)
+            except Exception:
+                self._count(estimate, None, 0)  # no usage in the answer: the prompt is estimated
+                raise
+
+        while budget.left:
+            try:
+                completion = budget.request(send, what=what)
             except (ValidationError, ValueError, openai.LengthFinishReasonError,
                     openai.ContentFilterFinishReasonError) as exc:
-                self._count(estimate, None, 0)
                 self.usage.invalid_answers += 1
                 problem = _problem(exc)
                 continue
             except openai.APIStatusError as exc:
-                self._count(estimate, None, 0)
                 detail = ("" if exc.status_code in (401, 403)
                           else f": {_scrub(str(exc.message), str(self.client.api_key))[:300]}")
                 raise ReportFailed(f"{what} failed: the LLM API answered HTTP {exc.status_code}{detail}") from None
             except openai.APIError as exc:
-                self._count(estimate, None, 0)
-                raise ReportFailed(f"{what} failed: {type(exc).__name__}: "
+                raise ReportFailed(f"{what} failed after {budget.used} request(s): {type(exc).__name__}: "
                                    f"{_scrub(str(exc.message), str(self.client.api_key))[:300]}") from None
             usage = completion.usage
             self._count(estimate, usage.prompt_tokens if usage else None, usage.completion_tokens if usage else 0)
@@ -338,7 +350,7 @@ class ThemeWriter:
             except _Unusable as exc:
                 self.usage.invalid_answers += 1
                 problem = str(exc)
-        raise ReportFailed(f"{what} failed: no valid answer in {self.attempts} attempt(s): {problem}")
+        raise ReportFailed(f"{what} failed: no valid answer in {budget.used} attempt(s): {problem}")
 
     def _count(self, estimate: int, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         prompt = prompt_tokens if prompt_tokens else estimate
