@@ -77,7 +77,7 @@ def _sync(stub: AmoCrmStub, table: Table, bucket: str, run_id: str, days: DateRa
     with httpx.Client() as http:
         downloader = RecordingDownloader(client_id="demo", run_id=run_id, calls=calls, store=store,
                                          links=_links(stub, http),
-                                         concurrency=4, max_bytes=10_000_000)
+                                         concurrency=4, max_bytes=200 * 1024 * 1024)  # an hour of MP3: 15 MB
         for key in plan["chunks"]:  # type: ignore[attr-defined]
             downloader.run(store.get_json(key))
     return plan
@@ -195,7 +195,7 @@ def test_a_duplicate_delivery_of_a_chunk_downloads_nothing_twice(stub: AmoCrmStu
     with httpx.Client() as http:
         downloader = RecordingDownloader(client_id="demo", run_id="run-1", calls=calls, store=store,
                                          links=_links(stub, http),
-                                         concurrency=4, max_bytes=10_000_000)
+                                         concurrency=4, max_bytes=200 * 1024 * 1024)  # an hour of MP3: 15 MB
         first = downloader.run(entries)
         second = downloader.run(entries)
     assert first["downloaded"] == len(entries) and second == {"downloaded": 0, "failed": 0,

@@ -33,6 +33,7 @@ T = TypeVar("T")
 #: answers retried by :func:`with_retries`: unreadable 200s, and connections the client gave up on
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     json.JSONDecodeError,  # a truncated or invalid JSON body answered 200
+    UnicodeDecodeError,  # a body cut inside a UTF-8 character (Russian text is 2 bytes a letter)
     openai.APIResponseValidationError,  # a body that is JSON but not the API's shape
     openai.APIConnectionError,  # includes APITimeoutError
 )

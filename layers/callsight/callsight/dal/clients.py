@@ -38,6 +38,8 @@ class ClientProfile(BaseModel):
     auth_mode: AuthMode = "long_lived"
     #: per-clinic analysis settings (rubric, prompt, model overrides), used by the analysis process
     analysis: dict[str, Any] = Field(default_factory=dict)
+    #: per-clinic transcription settings (``model``, ``language``, ``prompt``, ``keywords``: the clinic's vocabulary)
+    transcription: dict[str, Any] = Field(default_factory=dict)
     min_recording_seconds: int | None = Field(default=None, ge=0)
 
     @field_validator("timezone")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from pathlib import Path
 from typing import IO, Any
 
 import boto3
 
 from callsight.dal.table import CLIENT_CONFIG
+
+#: what :meth:`ObjectStore.download_to` holds in memory at a time
+_DOWNLOAD_BLOCK_BYTES = 1024 * 1024
 
 
 @cache
@@ -51,6 +55,16 @@ class ObjectStore:
 
     def upload(self, key: str, stream: IO[bytes], content_type: str) -> None:
         _s3().upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def download_to(self, key: str, path: Path) -> int:
+        """The object streamed into the file at ``path`` in blocks (memory does not grow with its size); its size."""
+        body = _s3().get_object(Bucket=self.bucket, Key=key)["Body"]
+        written = 0
+        with path.open("wb") as handle:
+            for block in body.iter_chunks(_DOWNLOAD_BLOCK_BYTES):
+                handle.write(block)
+                written += len(block)
+        return written
 
 
 def recording_key(client_id: str, day: str, call_id: str, extension: str) -> str:
