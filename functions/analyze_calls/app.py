@@ -34,4 +34,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, i
     return run_chunk(task, table=table, store=store,
                      concurrency=CONFIG.worker_concurrency,
                      work_for=lambda calls: Analyzer(store=store, client=client, settings=settings,
-                                                     clinic_settings=clinic).analyze)
+                                                     clinic_settings=clinic).analyze,
+                     remaining_ms=context.get_remaining_time_in_millis,
+                     margin_seconds=CONFIG.worker_deadline_margin_seconds)

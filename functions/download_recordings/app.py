@@ -34,7 +34,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, i
         downloader = RecordingDownloader(client_id=task.client_id, run_id=task.run_id, days=task.range,
                                          calls=CallRepository(table, task.client_id), store=store,
                                          links=LinkFetcher(http, LINKS), concurrency=CONFIG.download_concurrency,
-                                         max_bytes=CONFIG.max_recording_bytes)
+                                         max_bytes=CONFIG.max_recording_bytes,
+                                         remaining_ms=context.get_remaining_time_in_millis,
+                                         margin_seconds=CONFIG.worker_deadline_margin_seconds)
         result = downloader.run(store.get_json(task.chunk_key))
     logger.info("chunk downloaded", extra=result)
     return result

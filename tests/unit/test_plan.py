@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
@@ -10,7 +11,7 @@ from callsight.dal.calls import CallKey, CallRepository, CounterRepository
 from callsight.dal.recordings import ObjectStore
 from callsight.dal.table import Table
 from callsight.dates import DateRange
-from callsight.logic.steps import needs_transcript, plan_calls
+from callsight.logic.steps import audio_seconds, needs_transcript, plan_calls
 
 NOV = DateRange(date(2026, 11, 1), date(2026, 11, 30))
 
@@ -79,3 +80,32 @@ def test_weighed_chunks_stay_under_the_budget_and_a_heavy_call_gets_a_chunk_of_i
                         eligible=needs_transcript, chunk_size=12, weigh=lambda item: weights[item["sk"]], budget=1,
                         max_chunks=5)
     assert len(capped["chunks"]) <= 5 and capped["planned"]["planned"] == 40
+
+
+def test_transcription_chunks_are_cut_by_audio_seconds_and_by_calls(table: Table, bucket: str) -> None:
+    """Hour-long calls get small chunks (a chunk's audio stays under the budget), short calls still stop at the
+    calls limit; the weights are amoCRM's durations as DynamoDB returns them."""
+    calls = CallRepository(table, "p4")
+    durations = [3600, 3500, 3400, 60, 3000] + [30] * 30  # three long calls, a short, a long, thirty shorts
+    calls.insert_many("sync", [{"call_id": f"leads-{i:02d}", "day": "2026-11-05", "sync_status": "success",
+                                "recording_key": f"recordings/c/{i}.mp3", "duration": seconds}
+                               for i, seconds in enumerate(durations)])
+    plan = plan_calls(calls, ObjectStore(bucket), process="transcribe", days=NOV, run_id="r1", force=False,
+                      eligible=needs_transcript, chunk_size=12, weigh=audio_seconds, budget=2 * 3600,
+                      weighed_chunk_size=12)
+    chunks = [[int(entry["sk"].rsplit("-", 1)[1]) for entry in ObjectStore(bucket).get_json(key)]
+              for key in plan["chunks"]]
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(durations)))
+    # [0, 1]: 7,100 s (a third hour-long call would pass 2 h); [2, 3, 4 and 9 shorts]: 12 calls; then 12 and 9
+    assert [len(chunk) for chunk in chunks] == [2, 12, 12, 9]
+    assert [sum(durations[i] for i in chunk) for chunk in chunks] == [7100, 6730, 360, 270]
+    # a range too big for max_chunks: both limits grow, never more chunks
+    capped = plan_calls(calls, ObjectStore(bucket), process="transcribe", days=NOV, run_id="r2", force=False,
+                        eligible=needs_transcript, chunk_size=12, weigh=audio_seconds, budget=2 * 3600,
+                        weighed_chunk_size=2, max_chunks=3)
+    assert len(capped["chunks"]) <= 3 and capped["planned"]["planned"] == len(durations)
+
+
+def test_a_call_without_a_usable_duration_weighs_nothing() -> None:
+    assert [audio_seconds(call) for call in ({"duration": Decimal("61")}, {"duration": 12.7}, {}, {"duration": "9"},
+                                             {"duration": True})] == [61, 12, 0, 0, 0]

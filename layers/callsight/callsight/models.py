@@ -93,6 +93,22 @@ class ChunkTask(BaseModel):
         return DateRange(self.start_date, self.end_date)
 
 
+class TaskError(BaseModel):
+    """A Step Functions Catch result: the error's name and its cause (for a Lambda error, its JSON body with
+    ``errorType`` and ``errorMessage``; for ``States.Timeout``, text)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    error: str = Field(default="States.TaskFailed", alias="Error", min_length=1)
+    cause: str | None = Field(default=None, alias="Cause")
+
+
+class FailChunkTask(ChunkTask):
+    """A Map item whose worker died (after its retries): the chunk, and the error Step Functions caught."""
+
+    error: TaskError = Field(default_factory=TaskError)
+
+
 class BuildReportTask(RunTask):
     """The report's reduce task: the run and the plan's chunk keys (each chunk's themes are stored beside it)."""
 

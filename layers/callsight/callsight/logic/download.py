@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from typing import Any, Final
 
 import httpx
@@ -41,13 +42,15 @@ class RecordingDownloader:
     """Downloads one chunk's recordings to S3, ``concurrency`` at a time; each failure stays on its call."""
 
     def __init__(self, *, client_id: str, run_id: str, calls: CallRepository, store: ObjectStore,
-                 links: LinkFetcher, concurrency: int, max_bytes: int, days: DateRange | None = None) -> None:
+                 links: LinkFetcher, concurrency: int, max_bytes: int, days: DateRange | None = None,
+                 remaining_ms: Callable[[], int] | None = None, margin_seconds: float = 0.0) -> None:
         self.client_id = client_id
         self.store = store
         self.links = links
         self.max_bytes = max_bytes
         self.worker = ChunkWorker(process=SYNC, run_id=run_id, calls=calls, concurrency=concurrency, days=days,
-                                  work=lambda key, call: self.download(key, str(call["recording_url"])))
+                                  work=lambda key, call: self.download(key, str(call["recording_url"])),
+                                  remaining_ms=remaining_ms, margin_seconds=margin_seconds)
 
     def run(self, entries: list[dict[str, str]]) -> dict[str, int]:
         result = self.worker.run(entries)
