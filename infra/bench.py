@@ -1,6 +1,6 @@
 """``make bench``: benchmarks measured side by side in one run on the local platform (no timed assertions).
 
-    python -m infra.bench [sync-rate|status|overhead|e2e|postgres|report|all ...]   (default: all, in that order)
+    python -m infra.bench [sync-rate|status|overhead|e2e|postgres|report|long-recording|all ...]   (default: all)
 
 sync-rate: the sync of N demo calls (default 2,000) through the HTTP API, with amoCRM pages of 50
 notes (amoCRM's recommended size, so the run makes enough requests to measure a rate). From the stub
@@ -10,14 +10,16 @@ of 7 requests/s (goal: at least 90 % of it) and the number of 429 answers (goal:
 status: two clinics on one platform, 100 and 10,000 recorded calls in the same 31-day range in the middle
 of a transcription run (seeded through the DAL; seeding is not measured). The transcription status endpoint
 is requested over HTTP alternately for each clinic (warm-up first): median and p95 latency of each and
-their ratio (goal: 10,000 / 100 at most 1.2), and the cost of one status request counted by a botocore hook
-on the status handler's own DynamoDB client: requests, items and bytes returned, read capacity units.
+their ratio (goal: 10,000 / 100 at most 1.2), and the cost of one status request counted on moto's side (the
+DynamoDB requests its server answers, in a pass where only status requests run): requests, items and bytes
+returned, read capacity units.
 
 overhead: the platform's own cost per call beyond the OpenAI stub's latency. The same calls (seeded as a
 finished sync leaves them: items through the DAL, the stub's WAVs in S3) are transcribed with ``force``
 three times, the stub at 0 ms, at --latency-ms, at 0 ms again: per run the execution's time, the floor the
 stub's latency alone imposes (requests x latency / requests in flight), (execution - floor) per call, the
-process's CPU time per call, and one call's time in its worker and in the stub.
+platform process's CPU time per call (moto, the Step Functions interpreter, the stubs; not the containers), the
+chunk tasks' time per call (their Lambda REPORT durations summed / calls) and the stub's time per call.
 
 e2e: a 10,000-call range of the demo clinic (stub amoCRM) transcribed and then analysed end to end through
 the HTTP API with the OpenAI stub at 0 ms. The calls are seeded as the sync leaves them (a 10,000-call sync
@@ -32,6 +34,9 @@ the same rows, side by side in one run, and their ratio (goal: at least 10 x).
 report: the recommendations process for 10,000 analysed calls (seeded through the DAL with the stub's analyses)
 through the HTTP API: LLM requests made, the largest prompt in tokens (the stub's usage), wall time, and the
 PostgreSQL sync that ends the run.
+
+long-recording: one 60-minute telephony MP3 transcribed by the production Transcriber with its parts sent at once
+(4) against one after another, the stub OpenAI answering in time proportional to the audio (infra/bench_recording.py).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import httpx
 from callsight.dates import DateRange
 from callsight.processes import REPORT_PATH, Process
 from infra.bench_postgres import bench_postgres, print_postgres
+from infra.bench_recording import bench_long_recording, print_long_recording
 from infra.bench_support import (
     HISTORY_EVENT_LIMIT,
     PAYLOAD_LIMIT_BYTES,
@@ -54,7 +60,6 @@ from infra.bench_support import (
     ReadCost,
     days_back,
     describe,
-    handler_module,
     history_stats,
     mean,
     min_recording_seconds,
@@ -68,11 +73,12 @@ from infra.bench_support import (
     timed_method,
 )
 from infra.demo import DEMO_CLIENT, demo_range
+from infra.lambdas import REPORTS_KEPT
 from infra.platform import LocalPlatform
 
 AMOCRM_LIMIT = 7.0
 QUIET = {"LogLevel": "WARNING"}
-BENCHES = ("sync-rate", "status", "overhead", "e2e", "postgres", "report")
+BENCHES = ("sync-rate", "status", "overhead", "e2e", "postgres", "report", "long-recording")
 
 
 # ---------------------------------------------------------------------------------------------- sync-rate
@@ -163,8 +169,7 @@ def bench_status(sizes: tuple[int, int], requests: int, warmup: int) -> dict[str
             for i in range(requests):  # latency, without any hook installed
                 for size in sizes if i % 2 == 0 else sizes[::-1]:  # alternate who goes first
                     latencies[size].append(get(size)[0])
-            client = handler_module(platform, "ProcessStatusFunction").table.client
-            with DynamoReadMeter(client) as meter:  # cost: a separate, shorter pass with the hooks
+            with DynamoReadMeter() as meter:  # cost: a separate, shorter pass of status requests alone
                 meter.take()
                 for _ in range(max(1, requests // 10)):
                     for size in sizes:
@@ -198,13 +203,16 @@ def print_status(args: argparse.Namespace) -> None:
     ratio50 = medians[large][0] / medians[small][0]
     ratio95 = medians[large][1] / medians[small][1]
     verdict = "met" if ratio50 <= 1.2 else "NOT met"
+    first_small, first_large = r["costs"][small][0], r["costs"][large][0]
+    same_reads = (first_small.requests == first_large.requests
+                  and first_small.capacity_units == first_large.capacity_units)
     print(f"  ratio {large:,} / {small:,}: median {ratio50:.2f}, p95 {ratio95:.2f} (goal: median <= 1.2: {verdict}); "
-          "the reads are the same at both sizes")
+          f"the read requests and RCU {'are the same' if same_reads else 'DIFFER'} at both sizes")
     print(f"  for scale: GET / of the API emulation (no Lambda) {r['floor'] * 1000:.1f} ms; the {small:,}-call clinic "
           f"alone in the table, before the other was seeded: {r['alone'][0] * 1000:.1f} ms")
-    print("  reads: botocore hooks on the status handler's DynamoDB client, in a separate pass: requests, items and "
-          "their DynamoDB size\n  from the answers, RCU by 4 KB units per request (eventually consistent: half); "
-          "items: the clinic's profile, the run, one counter per day with calls")
+    print("  reads: counted on moto's side (its DynamoDB handler) in a separate pass of status requests alone: "
+          "requests, items and\n  their DynamoDB size from the answers, RCU by 4 KB units (eventually consistent: "
+          "half); items: the clinic's profile, the run, one counter per day with calls")
 
 
 # ---------------------------------------------------------------------------------------------- overhead
@@ -213,28 +221,33 @@ def _concurrency(platform: LocalPlatform) -> tuple[int, int, int]:
     return int(p["OpenAIMapConcurrency"]), int(p["WorkerConcurrency"]), int(p["CallsPerChunk"])
 
 
-def bench_overhead(demo_calls: int, latency_ms: int) -> dict[str, Any]:
-    from callsight.logic.steps import ChunkWorker
+#: the function that works through the transcription's chunks (``ChunkWorker``), in its containers
+CHUNK_FUNCTION = "TranscribeCallsFunction"
 
+
+def bench_overhead(demo_calls: int, latency_ms: int) -> dict[str, Any]:
     days = DateRange(*(date.fromisoformat(d) for d in demo_range()))
     with LocalPlatform(port=0, demo_calls=demo_calls, postgres=False, parameter_overrides=QUIET) as platform:
+        dispatcher = platform.dispatcher
+        assert dispatcher is not None
         items = synced_items(platform.amocrm.calls, client_id=DEMO_CLIENT, days=days, base_url=platform.amocrm.url,
                              min_seconds=min_recording_seconds(platform))
         seeded = seed_synced(platform, DEMO_CLIENT, items)
-        stub_time, call_time = Durations(), Durations()
+        stub_time = Durations()
         runs: list[dict[str, Any]] = []
         with httpx.Client(base_url=platform.api_url, timeout=60) as api, \
-                timed_method(platform.openai, "handle", stub_time), \
-                timed_method(ChunkWorker, "process_one", call_time):
+                timed_method(platform.openai, "handle", stub_time):
             warm = run_process(api, platform, "transcribe", DEMO_CLIENT, days, poll_seconds=0.25)  # cold starts
             for latency in (0, latency_ms, 0):  # 0 ms twice, around the other: drift shows
                 platform.openai.configure(latency_ms=latency)
                 stub_time.take()
-                call_time.take()
+                seen = {report.request_id for report in dispatcher.reports(CHUNK_FUNCTION)}
                 before = platform.openai.stats()["transcriptions"]
                 cpu = time.process_time()
                 run = run_process(api, platform, "transcribe", DEMO_CLIENT, days, force=True, poll_seconds=0.25)
-                runs.append({"latency_ms": latency, "run": run, "stub": stub_time.take(), "calls": call_time.take(),
+                tasks = [r for r in dispatcher.reports(CHUNK_FUNCTION) if r.request_id not in seen]
+                runs.append({"latency_ms": latency, "run": run, "stub": stub_time.take(), "tasks": tasks,
+                             "tasks_complete": len(tasks) < REPORTS_KEPT,
                              "requests": platform.openai.stats()["transcriptions"] - before,
                              "cpu_s": time.process_time() - cpu})
             platform.openai.configure(latency_ms=0)
@@ -251,26 +264,30 @@ def print_overhead(args: argparse.Namespace) -> None:
           f"a chunk task, {maps} tasks x {workers} calls at once = at most {inflight} stub requests in flight; "
           f"warm-up run with cold starts {r['warm'].execution_s:.1f} s")
     print("  stub latency | execution | calls/s | floor = req x latency / in flight | (execution - floor) / call | "
-          "CPU / call | one call in its worker (in the stub)")
+          "platform CPU / call | chunk tasks | task time / call (stub / call)")
     per_call: dict[int, list[float]] = {}
     for entry in r["runs"]:
-        run, latency = entry["run"], entry["latency_ms"]
+        run, latency, tasks = entry["run"], entry["latency_ms"], entry["tasks"]
         calls = run.status["total_calls"]
         wall = run.execution_s or run.wall_s
         floor = entry["requests"] * latency / 1000 / inflight
         per_call.setdefault(latency, []).append((wall - floor) / calls)
-        in_stub = sum(entry["stub"]) / max(1, len(entry["calls"]))
+        task_ms = sum(t.duration_ms for t in tasks) / calls
+        failed = sum(t.outcome != "success" for t in tasks)
         print(f"  {latency:>9} ms | {wall:7.1f} s | {calls / wall:7.1f} | {floor:32.1f} s | "
-              f"{(wall - floor) / calls * 1000:21.1f} ms | {entry['cpu_s'] / calls * 1000:7.1f} ms | "
-              f"{mean(entry['calls']) * 1000:6.0f} ms ({in_stub * 1000:.0f} ms)  [{run.status['overall_status']}]")
+              f"{(wall - floor) / calls * 1000:21.1f} ms | {entry['cpu_s'] / calls * 1000:16.1f} ms | "
+              f"{len(tasks):>5}{'' if entry['tasks_complete'] else '+'}{f' ({failed} failed)' if failed else ''} | "
+              f"{task_ms:8.0f} ms ({sum(entry['stub']) / calls * 1000:.0f} ms)  [{run.status['overall_status']}]")
     zero = mean(per_call[0]) * 1000
     loaded = mean(per_call[args.latency_ms]) * 1000
     print(f"  platform overhead beyond the stub's latency: {zero:.0f} ms of wall time per call at 0 ms, "
-          f"{loaded:.0f} ms at {args.latency_ms} ms: the stub's latency hides behind the platform's own CPU work")
+          f"{loaded:.0f} ms at {args.latency_ms} ms: the stub's latency hides behind the platform's own work")
+    print(f"  task time / call: the chunk tasks' durations (their Lambda REPORT lines) summed / calls; a task works on "
+          f"{workers} calls at once, so one call's time in its worker thread is up to {workers} x that")
     print("  per call: 2 DynamoDB transactions (claim, finish), S3 get (recording) and put (transcript), "
           "the OpenAI client's upload and the stub's parsing; per chunk: one BatchGetItem of its calls, moto's Step "
-          "Functions interpreter, Lambda dispatch, the worker's set-up. One Python process (one GIL) does all of it, "
-          "each AWS call over HTTP to moto")
+          "Functions interpreter, Lambda dispatch to a container, the worker's set-up. The platform's process (moto, "
+          "the interpreter, the stubs) and the containers share the cores, each AWS call over HTTP to moto")
 
 
 # ---------------------------------------------------------------------------------------------- e2e
@@ -376,6 +393,11 @@ def print_postgres_bench(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- command line
+def print_long_recording_bench(args: argparse.Namespace) -> None:
+    print_long_recording(bench_long_recording(ms_per_audio_minute=args.ms_per_audio_minute,
+                                              repeats=args.recording_repeats), args.ms_per_audio_minute)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", nargs="*", metavar="{" + ",".join([*BENCHES, "all"]) + "}",
@@ -394,13 +416,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="e2e: seed the synced calls directly (default) or sync them through the API")
     parser.add_argument("--postgres-calls", type=int, default=10_000, help="postgres: analysed calls synced")
     parser.add_argument("--report-calls", type=int, default=10_000, help="report: analysed calls in the range")
+    parser.add_argument("--ms-per-audio-minute", type=float, default=1000.0,
+                        help="long-recording: the stub's latency per minute of uploaded audio")
+    parser.add_argument("--recording-repeats", type=int, default=2, help="long-recording: runs of each setting")
     args = parser.parse_args(argv)
     unknown = set(args.bench) - {*BENCHES, "all"}
     if unknown:  # checked here: argparse rejects an empty list against choices (nargs="*")
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     chosen = [b for b in BENCHES if b in args.bench] if args.bench and "all" not in args.bench else list(BENCHES)
     runners = {"sync-rate": print_sync_rate, "status": print_status, "overhead": print_overhead, "e2e": print_e2e,
-               "postgres": print_postgres_bench, "report": print_report}
+               "postgres": print_postgres_bench, "report": print_report,
+               "long-recording": print_long_recording_bench}
     for i, name in enumerate(chosen):
         if i:
             print()

@@ -1,28 +1,30 @@
-"""Helpers of ``infra.bench``: seeding calls the way the pipeline stores them, counting DynamoDB reads,
-timing the stub and the workers, running a process over HTTP, and reading a Step Functions history.
+"""Helpers of ``infra.bench``: seeding calls the way the pipeline stores them, counting DynamoDB reads (on
+moto's side), timing the stub, running a process over HTTP, and reading a Step Functions history.
 
 Nothing here is measured by itself: it prepares the platform and collects what ``infra.bench`` prints.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import logging
 import math
 import random
 import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from moto.dynamodb.responses import DynamoHandler
 from pydantic import SecretStr
 
 from callsight.admin import register_client
@@ -38,6 +40,8 @@ from callsight.processes import Process
 from infra.platform import LocalPlatform
 from infra.stubs.audio import make_wav
 from infra.stubs.clinic_calls import ADMINISTRATORS, DemoCall, generate_calls, to_note
+
+log = logging.getLogger("infra.bench")
 
 FINISHED = ("completed", "partial", "failed")
 TZ = "Europe/Moscow"
@@ -191,26 +195,42 @@ def seed_analysed(platform: LocalPlatform, client_id: str, calls: int, days: Dat
 
 
 # ---------------------------------------------------------------------------------------------- DynamoDB reads
-def item_size(item: dict[str, Any]) -> int:
-    """An item's size by DynamoDB's rules (UTF-8 names and strings, numbers ~1 byte per 2 digits + 1, ...)."""
+def item_size(item: Mapping[str, Mapping[str, Any]]) -> int:
+    """A wire-format item's size (``{"name": {"S": ...}}``) by DynamoDB's rules: UTF-8 names and strings,
+    numbers 1 byte per 2 significant digits + 1, binaries their bytes, 3 bytes + 1 per element of a map or list."""
     return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
 
 
-def _value_size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value.encode())
-    if isinstance(value, bool) or value is None:
-        return 1
-    if isinstance(value, int | float | Decimal):
-        digits = len(str(abs(value)).replace(".", "").lstrip("0")) or 1
-        return (digits + 1) // 2 + 1
-    if isinstance(value, bytes | bytearray):
-        return len(value)
-    if isinstance(value, dict):
-        return 3 + sum(1 + len(k.encode()) + _value_size(v) for k, v in value.items())
-    if isinstance(value, list | set | tuple):
-        return 3 + sum(1 + _value_size(v) for v in value)
-    return len(str(value).encode())
+def _number_size(text: str) -> int:
+    digits = text.lstrip("+-").replace(".", "").lower().partition("e")[0].strip("0")
+    return (max(1, len(digits)) + 1) // 2 + 1
+
+
+def _value_size(value: Mapping[str, Any]) -> int:
+    ((kind, v),) = value.items()
+    sizes: dict[str, Callable[[Any], int]] = {
+        "S": lambda x: len(x.encode()), "N": _number_size, "B": lambda x: len(base64.b64decode(x)),
+        "BOOL": lambda x: 1, "NULL": lambda x: 1,
+        "SS": lambda x: sum(len(e.encode()) for e in x), "NS": lambda x: sum(_number_size(e) for e in x),
+        "BS": lambda x: sum(len(base64.b64decode(e)) for e in x),
+        "M": lambda x: 3 + sum(1 + len(k.encode()) + _value_size(e) for k, e in x.items()),
+        "L": lambda x: 3 + sum(1 + _value_size(e) for e in x),
+    }
+    return sizes[kind](v)
+
+
+def read_units(size: int, consistent: bool) -> float:
+    """Read capacity of reading ``size`` bytes: 4 KB units, rounded up, at least one; eventually consistent: half."""
+    return max(1, math.ceil(size / 4096)) * (1.0 if consistent else 0.5)
+
+
+def _as_json(value: Any) -> dict[str, Any]:
+    parsed = value if isinstance(value, dict) else json.loads(value or "{}")
+    return dict(parsed)
+
+
+#: the read operations whose answers are counted (items, bytes, capacity); other requests are only counted
+_READS = ("GetItem", "Query", "Scan", "BatchGetItem")
 
 
 @dataclass
@@ -222,58 +242,76 @@ class ReadCost:
 
 
 class DynamoReadMeter:
-    """Counts, on one boto3 DynamoDB client, the requests made and the items and bytes they returned, with the
-    read capacity DynamoDB would charge (4 KB units per request, rounded up; eventually consistent half).
+    """Counts, on moto's side, every DynamoDB request the moto server of this process answers (from any
+    process: the handlers run in containers), and for the reads the items and bytes returned and the read
+    capacity DynamoDB would charge: GetItem and Query/Scan by 4 KB units of the answer, BatchGetItem per item,
+    rounded up; eventually consistent reads half.
 
-    Hooks: ``before-parameter-build.dynamodb`` (the operation and its ``ConsistentRead``) and
-    ``after-call.dynamodb`` (its ``Item`` / ``Items``). ``take()`` returns what was counted since the last take.
+    It wraps ``DynamoHandler.call_action`` (the method every DynamoDB request of the server goes through,
+    which ``infra.aws`` patches with its lock): the request's JSON and the answer's. It cannot tell who sent a
+    request: use it in a pass where only the requests measured run. ``take()`` returns what was counted since
+    the last take.
     """
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._local = threading.local()
         self._cost = ReadCost()
+        self._saved: Any = None
 
     def __enter__(self) -> DynamoReadMeter:
-        events = self.client.meta.events
-        events.register("before-parameter-build.dynamodb", self._before, unique_id="callsight-bench-before")
-        events.register("after-call.dynamodb", self._after, unique_id="callsight-bench-after")
+        self._saved = vars(DynamoHandler).get("call_action")
+        original = DynamoHandler.call_action
+        meter = self
+
+        def call_action(handler: Any) -> Any:
+            answer = original(handler)
+            try:
+                meter._count(handler._get_action(), handler.body, answer)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a bench must not break the request
+                log.warning("DynamoReadMeter: request not counted: %s", exc)
+            return answer
+
+        DynamoHandler.call_action = call_action  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        events = self.client.meta.events
-        events.unregister("before-parameter-build.dynamodb", unique_id="callsight-bench-before")
-        events.unregister("after-call.dynamodb", unique_id="callsight-bench-after")
+        if self._saved is None:
+            del DynamoHandler.call_action
+        else:
+            DynamoHandler.call_action = self._saved  # type: ignore[method-assign]
 
-    def _before(self, params: dict[str, Any], **kwargs: Any) -> None:
-        self._local.consistent = bool(params.get("ConsistentRead"))
-
-    def _after(self, parsed: dict[str, Any], model: Any, **kwargs: Any) -> None:
-        found = [parsed["Item"]] if parsed.get("Item") else list(parsed.get("Items") or [])
-        size = sum(item_size(item) for item in found)
-        factor = 1.0 if getattr(self._local, "consistent", False) else 0.5
-        units = max(1, math.ceil(size / 4096)) * factor if model.name in ("GetItem", "Query", "Scan") else 0.0
+    def _count(self, operation: str, body: Any, answer: Any) -> None:
+        status, _, response = answer
+        if int(status) != 200:
+            with self._lock:
+                self._cost.requests[f"{operation} (HTTP {status})"] += 1
+            return
+        request = _as_json(body)  # moto's DynamoHandler has replaced the body by its parsed parameters
+        result = _as_json(response) if operation in _READS else {}
+        sizes: list[int] = []
+        units = 0.0
+        if operation == "GetItem":
+            sizes = [item_size(result["Item"])] if result.get("Item") else []
+            units = read_units(sum(sizes), bool(request.get("ConsistentRead")))
+        elif operation in ("Query", "Scan"):
+            sizes = [item_size(item) for item in result.get("Items") or []]
+            units = read_units(sum(sizes), bool(request.get("ConsistentRead")))
+        elif operation == "BatchGetItem":
+            for table, items in (result.get("Responses") or {}).items():
+                consistent = bool(request["RequestItems"].get(table, {}).get("ConsistentRead"))
+                table_sizes = [item_size(item) for item in items]
+                sizes += table_sizes
+                units += sum(read_units(size, consistent) for size in table_sizes)
         with self._lock:
-            self._cost.requests[model.name] += 1
-            self._cost.items += len(found)
-            self._cost.item_bytes += size
+            self._cost.requests[operation] += 1
+            self._cost.items += len(sizes)
+            self._cost.item_bytes += sum(sizes)
             self._cost.capacity_units += units
 
     def take(self) -> ReadCost:
         with self._lock:
             cost, self._cost = self._cost, ReadCost()
         return cost
-
-
-def handler_module(platform: LocalPlatform, logical_id: str) -> Any:
-    """The loaded (cold-started) module of one of the template's functions."""
-    import sys
-
-    dispatcher = platform.dispatcher
-    assert dispatcher is not None
-    dispatcher.handler(logical_id)
-    return sys.modules[dispatcher.module_name(logical_id)]
 
 
 # ---------------------------------------------------------------------------------------------- timing

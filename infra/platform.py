@@ -11,6 +11,7 @@ patches are process-wide.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from infra.apigw import ApiGateway
 from infra.aws import ISOLATED_AWS_ENVIRONMENT, LocalAws
 from infra.events import ExecutionEventWatcher
-from infra.lambdas import DRAIN_SECONDS, HandlerSpec, LambdaDispatcher
+from infra.lambdas import DRAIN_SECONDS, FunctionLimits, HandlerSpec, LambdaDispatcher
 from infra.local_state import STATE_FILE, remove_state, write_state
 from infra.postgres import LocalPostgres
 from infra.schedules import ScheduleEmulator
@@ -65,9 +66,11 @@ class LocalPlatform:
                  postgres: bool = True, stage: str = "local",
                  parameter_overrides: dict[str, Any] | None = None, template_path: str | Path = DEFAULT_TEMPLATE,
                  handler_overrides: Mapping[str, HandlerSpec | tuple[str | Path, str]] | None = None,
-                 state_file: str | Path | None = STATE_FILE) -> None:
+                 state_file: str | Path | None = STATE_FILE,
+                 function_limits: Mapping[str, FunctionLimits] | None = None) -> None:
         """``state_file``: where the running platform describes itself for ``python -m infra.admin`` (None: no
-        file)."""
+        file). ``function_limits``: a test knob, per logical id the Timeout/MemorySize to enforce instead of the
+        template's (``FunctionLimits(timeout_s=3)``)."""
         self.port = port
         self.demo_calls = demo_calls
         self.amocrm_latency_ms = amocrm_latency_ms
@@ -82,6 +85,7 @@ class LocalPlatform:
         self._given_private_hosts = str(self.parameter_overrides.get(RECORDING_PRIVATE_HOSTS, ""))
         self.template_path = Path(template_path)
         self.handler_overrides = dict(handler_overrides or {})
+        self.function_limits = dict(function_limits or {})
         self.template: Template = Template(self.template_path, parameter_overrides=self.parameter_overrides,
                                            stack_name=f"callsight-{stage}")
         self.env: dict[str, str] = {}
@@ -186,7 +190,7 @@ class LocalPlatform:
         self.aws.create_resources(self.template)
         self._wait_for_postgres()
         self._fill_secrets()
-        dispatcher = LambdaDispatcher.from_template(self.template)
+        dispatcher = LambdaDispatcher.from_template(self.template, function_limits=self.function_limits)
         for logical_id, override in self.handler_overrides.items():
             if logical_id not in dispatcher.specs:
                 raise TemplateError(f"handler override for {logical_id}, which the template does not define")
@@ -195,9 +199,7 @@ class LocalPlatform:
                 dispatcher.specs[logical_id] = override
             else:
                 code_dir, handler = override
-                dispatcher.specs[logical_id] = HandlerSpec(
-                    logical_id=logical_id, code_dir=Path(code_dir), handler=handler, function_name=base.function_name,
-                    timeout_s=base.timeout_s, memory_mb=base.memory_mb, layer_dirs=base.layer_dirs)
+                dispatcher.specs[logical_id] = dataclasses.replace(base, code_dir=Path(code_dir), handler=handler)
         for logical_id, spec in dispatcher.specs.items():
             source = spec.code_dir / (spec.handler.rpartition(".")[0].replace(".", "/") + ".py")
             if not source.is_file():
@@ -222,8 +224,8 @@ class LocalPlatform:
         """Stop everything that runs, free every port, restore the environment (idempotent).
 
         Once nothing new can start (API, events, schedules stopped, executions aborted), running invocations get
-        ``drain_seconds`` to end before moto stops. Returns how many were still running: their threads go on, but
-        AWS for them is gone and botocore refuses any other host (``infra.aws.refuse_real_aws``)."""
+        ``drain_seconds`` to end before moto stops. Returns how many were still running: their containers are
+        killed then (``infra.lambdas``)."""
         if not self._started:
             return 0
         errors: list[BaseException] = []
@@ -257,7 +259,7 @@ class LocalPlatform:
             return 0
         unfinished = self.dispatcher.drain(seconds)
         if unfinished:
-            log.warning("%d invocation(s) still running after %.0f s: leaving them (AWS stops under them)",
+            log.warning("%d invocation(s) still running after %.0f s: their containers were killed",
                         unfinished, seconds)
         return unfinished
 

@@ -5,10 +5,9 @@ stderr. Nothing in the process can reach real AWS: botocore refuses any host tha
 and the AWS environment is dummy, for the life of the process (``infra.aws.isolate_from_real_aws``).
 
 On SIGINT or SIGTERM the platform stops taking work (API, events, executions aborted), gives the
-running invocations ``--stop-timeout`` seconds to end, stops everything (embedded PostgreSQL
-included) and exits 0; invocations still running then end with the process (``os._exit``: Python
-cannot stop a thread, and the interpreter would wait for them). A second SIGINT or SIGTERM ends the
-process at once, with 130 or 143.
+running invocations ``--stop-timeout`` seconds to end, kills the containers of those still running,
+stops everything (embedded PostgreSQL included) and exits 0. A second SIGINT or SIGTERM ends the
+process at once, with 130 or 143 (an orphaned container ends itself within a second).
 """
 
 from __future__ import annotations
@@ -99,7 +98,8 @@ def run(platform: LocalPlatform, *, stop_timeout: float = DRAIN_SECONDS) -> int:
     else:
         if not received:
             _announce(platform)
-            # handlers log to stdout (as on Lambda); here everything after the ready line goes to stderr
+            # handlers log to stdout (as on Lambda); here everything after the ready line goes to stderr (containers
+            # started from now on inherit it as their stdout)
             sys.stdout = sys.stderr
             while not received:
                 time.sleep(0.1)
@@ -113,8 +113,8 @@ def run(platform: LocalPlatform, *, stop_timeout: float = DRAIN_SECONDS) -> int:
         code = 1
     finally:
         sys.stdout = sys.__stdout__
-    if unfinished:
-        log.warning("ending the process under %d running invocation(s)", unfinished)
+    if unfinished:  # their containers were killed; end at once all the same, whatever a thread still waits for
+        log.warning("%d invocation(s) were killed at the stop", unfinished)
         _leave(code)
     return code
 

@@ -6,18 +6,15 @@ import io
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import redirect_stdout
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from aws_lambda_powertools.utilities import parameters
 
 from callsight import admin
 from callsight.processes import PIPELINE_STEPS, REPORT_PATH
-from infra.lambdas import Handler
 from infra.platform import DATABASE_SECRET_ID, LocalPlatform
 from tests.api.conftest import (
     ANALYZE,
@@ -145,22 +142,14 @@ def test_pipeline_runs_all_five_processes_and_the_report_counts_the_stored_analy
         [(p["title"], p["calls"]) for p in report["problems"]]
 
 
-def _crashing_for(client_id: str) -> Callable[[Handler], Handler]:
-    """A handler that crashes for one clinic (as an out-of-memory or a bug would), for every delivery."""
-    def wrap(real: Handler) -> Handler:
-        def crashing(event: Any, context: Any) -> Any:
-            if isinstance(event, dict) and event.get("client_id") == client_id:
-                raise RuntimeError("injected crash: the analysis worker died")
-            return real(event, context)
-        return crashing
-    return wrap
-
-
 def test_a_pipeline_whose_analysis_fails_stops_there_with_the_error_shown(
         api: httpx.Client, platform: LocalPlatform, new_client: Any, month: dict[str, str]) -> None:
     client_id = new_client()
     assert platform.dispatcher is not None
-    with platform.dispatcher.replaced("AnalyzeCallsFunction", _crashing_for(client_id)):
+    # inside its containers, planning the analysis crashes for this clinic (as a bug would), for every delivery; a
+    # worker's crash would only fail its chunk's calls (tests/api/test_chunk_death.py)
+    with platform.dispatcher.faults_injected("PlanCallsFunction", "crash_for_client", client_id=client_id,
+                                             process="analyze", message="injected crash: planning the analysis died"):
         assert api.post(PIPELINE, json={"client_id": client_id, **month}).status_code == 202
         final = _wait_pipeline(api, client_id, month, [])
     assert final["overall_status"] == "failed"
@@ -188,13 +177,14 @@ def test_a_database_that_refuses_fails_the_run_naming_it_and_a_rerun_completes(
     good = secrets.get_secret_value(SecretId=name)["SecretString"]
     password = "Sup3r-Secret-db-pw"
     secrets.put_secret_value(SecretId=name, SecretString=f"postgresql://bi:{password}@127.0.0.1:1/callsight_bi")
-    parameters.clear_caches()
+    assert platform.dispatcher is not None
+    platform.dispatcher.recycle("SyncPostgresFunction")  # its containers cache the secret for 5 minutes
     try:
         assert api.post(RECOMMENDATIONS, json={"client_id": client_id, **month}).status_code == 202
         failed = wait_finished(api, client_id, month, status_path=RECOMMENDATIONS_STATUS, timeout=240)
     finally:
         secrets.put_secret_value(SecretId=name, SecretString=good)
-        parameters.clear_caches()
+        platform.dispatcher.recycle("SyncPostgresFunction")
     assert failed["overall_status"] == "failed"
     assert "127.0.0.1" in failed["error"] and "callsight_bi" in failed["error"], failed["error"]
     assert password not in json.dumps(failed) and failed["postgres_sync"]["status"] == "failed"

@@ -1,6 +1,6 @@
-"""Embedded AWS and the platform: moto resources from the template, atomic DynamoDB, in-process Lambda
-dispatch (directly, through boto3 and through Step Functions), EventBridge emulation, LocalPlatform and
-``python -m infra.serve``.
+"""Embedded AWS and the platform: moto resources from the template, atomic DynamoDB, Lambda dispatch to
+per-function containers (directly, through boto3 and through Step Functions), EventBridge emulation,
+LocalPlatform and ``python -m infra.serve``. The containers' limits and reports: test_limits.py.
 
 Handlers here are throwaway modules written under tmp paths: these tests prove the machinery, not the
 business logic of functions/*.
@@ -28,7 +28,13 @@ import pytest
 
 from infra.aws import LocalAws, item_operation_json
 from infra.events import ExecutionEventWatcher, execution_status_event, matches
-from infra.lambdas import FunctionNotFound, HandlerImportError, HandlerSpec, LambdaDispatcher
+from infra.lambdas import (
+    FunctionError,
+    FunctionLimits,
+    FunctionNotFound,
+    HandlerSpec,
+    LambdaDispatcher,
+)
 from infra.template import EventRule, Template, load_state_machine_definitions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,9 +82,12 @@ HANDLERS = {
         import os
         IMPORTS = globals().get("IMPORTS", 0) + 1
         TABLE_AT_IMPORT = os.environ.get("CALLSIGHT_TABLE_NAME")
+        CALLS = []
 
         def lambda_handler(event, context):
-            return {"event": event, "imports": IMPORTS, "module": __name__,
+            CALLS.append(1)
+            return {"event": event, "imports": IMPORTS, "calls": len(CALLS), "module": __name__,
+                    "pid": os.getpid(), "table_at_import": TABLE_AT_IMPORT,
                     "context": {"function_name": context.function_name,
                                 "memory_limit_in_mb": context.memory_limit_in_mb,
                                 "invoked_function_arn": context.invoked_function_arn,
@@ -87,8 +96,10 @@ HANDLERS = {
                                 "remaining": context.get_remaining_time_in_millis()}}
     """,
     "Other": """
+        import os
+
         def lambda_handler(event, context):
-            return {"module": __name__, "which": "other"}
+            return {"module": __name__, "which": "other", "pid": os.getpid()}
     """,
     "Boom": """
         class BoomError(Exception):
@@ -201,8 +212,15 @@ def test_status_change_event_shape_and_the_templates_rule() -> None:
 
 
 # ---------------------------------------------------------------------------------------- dispatcher (no moto)
-def test_dispatcher_loads_each_app_py_once_under_its_own_name(handler_root: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def _gone(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_dispatcher_runs_each_function_in_containers_of_its_own(handler_root: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLSIGHT_TABLE_NAME", "table-at-import")
     dispatcher = make_dispatcher(handler_root)
     try:
@@ -210,18 +228,21 @@ def test_dispatcher_loads_each_app_py_once_under_its_own_name(handler_root: Path
         second = dispatcher.invoke(fn_arn("Echo") + ":$LATEST", {"n": 2})
         other = dispatcher.invoke(f"{ACCOUNT}:function:Other", {})
         assert not first.error and first.payload["event"] == {"n": 1}
-        assert second.payload["imports"] == 1  # imported once, reused
-        assert first.payload["module"] != other.payload["module"]
-        assert sys.modules[first.payload["module"]].TABLE_AT_IMPORT == "table-at-import"
+        assert (second.payload["imports"], second.payload["calls"]) == (1, 2)  # imported once, the container reused
+        assert first.payload["pid"] == second.payload["pid"] != other.payload["pid"] != os.getpid()
+        assert first.payload["module"] == "app"  # imported as Lambda's runtime does, from CodeUri on sys.path
+        assert first.payload["table_at_import"] == "table-at-import"  # the platform's environment
         context = first.payload["context"]
         assert context["function_name"] == "Echo" and context["memory_limit_in_mb"] == 256
         assert context["invoked_function_arn"] == fn_arn("Echo")
         assert context["log_group_name"] == "/aws/lambda/Echo"
         assert 59_000 < context["remaining"] <= 60_000
         assert first.payload["context"]["aws_request_id"] != second.payload["context"]["aws_request_id"]
+        assert [r.request_id for r in dispatcher.reports("Echo")] == [
+            first.payload["context"]["aws_request_id"], second.payload["context"]["aws_request_id"]]
     finally:
         dispatcher.unload()
-    assert first.payload["module"] not in sys.modules
+    assert _gone(first.payload["pid"]) and _gone(other.payload["pid"])
 
 
 def test_dispatcher_maps_errors_like_lambda(handler_root: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -230,7 +251,9 @@ def test_dispatcher_maps_errors_like_lambda(handler_root: Path, caplog: pytest.L
         result = dispatcher.invoke("Boom", {"why": "testing"})
         assert result.error
         assert result.payload == {"errorType": "BoomError", "errorMessage": "it went boom: testing"}
-        assert "Traceback" in caplog.text
+        assert "Traceback" in caplog.text and "it went boom: testing" in caplog.text  # the container's traceback
+        with pytest.raises(FunctionError, match="BoomError: it went boom: again"):
+            dispatcher.call("Boom", {"why": "again"})
         marshal = dispatcher.invoke("NotJson", {})
         assert marshal.error and marshal.payload["errorType"] == "Runtime.MarshalError"
         with pytest.raises(FunctionNotFound):
@@ -239,36 +262,42 @@ def test_dispatcher_maps_errors_like_lambda(handler_root: Path, caplog: pytest.L
         dispatcher.unload()
 
 
-def test_dispatcher_reports_missing_handlers(tmp_path: Path) -> None:
+def test_dispatcher_reports_missing_handlers_like_lambda(tmp_path: Path) -> None:
     write_handler(tmp_path, "NoAttr", "x = 1\n")
+    write_handler(tmp_path, "Broken", "import no_such_module_anywhere\n")
     dispatcher = LambdaDispatcher({"Missing": (tmp_path / "Missing", "app.lambda_handler"),
-                                   "NoAttr": (tmp_path / "NoAttr", "app.lambda_handler")})
-    with pytest.raises(HandlerImportError, match="does not exist"):
-        dispatcher.handler("Missing")
-    with pytest.raises(HandlerImportError, match="lambda_handler"):
-        dispatcher.handler("NoAttr")
-    result = dispatcher.invoke("Missing", {})
-    assert result.error and result.payload["errorType"] == "HandlerImportError"
+                                   "NoAttr": (tmp_path / "NoAttr", "app.lambda_handler"),
+                                   "Broken": (tmp_path / "Broken", "app.lambda_handler")})
+    try:
+        answers = {name: dispatcher.invoke(name, {}).payload for name in ("Missing", "NoAttr", "Broken")}
+    finally:
+        dispatcher.unload()
+    assert answers["Missing"]["errorType"] == "Runtime.ImportModuleError"
+    assert answers["NoAttr"] == {"errorType": "Runtime.HandlerNotFound",
+                                 "errorMessage": "Handler 'lambda_handler' missing on module 'app'"}
+    assert answers["Broken"]["errorType"] == "Runtime.ImportModuleError"
+    assert "no_such_module_anywhere" in answers["Broken"]["errorMessage"]
 
 
-def test_dispatcher_puts_layers_on_sys_path(tmp_path: Path) -> None:
+def test_dispatcher_puts_codeuri_and_layers_on_sys_path(tmp_path: Path) -> None:
     layer = tmp_path / "layer"
     (layer / "tmplayerpkg").mkdir(parents=True)
     (layer / "tmplayerpkg" / "__init__.py").write_text("VALUE = 'from the layer'\n")
     write_handler(tmp_path, "UsesLayer", """
+        import sys
         import tmplayerpkg
 
         def handle(event, context):
-            return tmplayerpkg.VALUE
+            return [tmplayerpkg.VALUE, sys.path[:2]]
     """, module="main")
     dispatcher = LambdaDispatcher({"UsesLayer": HandlerSpec("UsesLayer", tmp_path / "UsesLayer", "main.handle",
                                                             layer_dirs=(layer,))})
     try:
-        assert dispatcher.invoke("UsesLayer", {}).payload == "from the layer"
+        assert dispatcher.invoke("UsesLayer", {}).payload == ["from the layer", [str(tmp_path / "UsesLayer"),
+                                                                                 str(layer)]]
     finally:
         dispatcher.unload()
-        sys.path.remove(str(layer))
-        sys.modules.pop("tmplayerpkg", None)
+    assert str(layer) not in sys.path and "tmplayerpkg" not in sys.modules  # only the container imported it
 
 
 def test_dispatcher_from_the_real_template() -> None:
@@ -277,7 +306,12 @@ def test_dispatcher_from_the_real_template() -> None:
     for lid, fn in template.functions.items():
         spec = dispatcher.resolve(fn.arn)
         assert spec.logical_id == lid and spec.timeout_s == fn.timeout_s and spec.memory_mb == fn.memory_mb
-        assert dispatcher.module_name(lid) not in {dispatcher.module_name(o) for o in template.functions if o != lid}
+        assert spec.environment == fn.environment and dispatcher.limits(lid) == (fn.timeout_s, fn.memory_mb)
+    lid = next(iter(template.functions))
+    limited = LambdaDispatcher.from_template(template, function_limits={lid: FunctionLimits(timeout_s=3)})
+    assert limited.limits(lid) == (3, template.functions[lid].memory_mb)
+    with pytest.raises(FunctionNotFound):
+        LambdaDispatcher.from_template(template, function_limits={"NoSuchFunction": FunctionLimits(timeout_s=3)})
 
 
 # ---------------------------------------------------------------------------------------- moto server
@@ -619,10 +653,12 @@ class TestLocalPlatform:
             def lambda_handler(event, context):
                 if event["queryStringParameters"] and "fail" in event["queryStringParameters"]:
                     raise RuntimeError("handler failure detail")
-                return {"statusCode": 200, "body": os.environ["CALLSIGHT_LOCAL_PLATFORM"] + ":" + context.function_name}
+                return {"statusCode": 200, "body": os.environ["CALLSIGHT_LOCAL_PLATFORM"] + ":" + context.function_name,
+                        "headers": {"x-remaining-ms": str(context.get_remaining_time_in_millis())}}
         """)
         platform = LocalPlatform(port=0, postgres=False, handler_overrides={
-            route.function: (tmp_path / "override", "app.lambda_handler")})
+            route.function: (tmp_path / "override", "app.lambda_handler")},
+            function_limits={route.function: FunctionLimits(timeout_s=7)})
         with platform:
             ports = [platform.api.port if platform.api else 0, platform.aws.port]
             assert platform.amocrm is None and platform.database_url is None
@@ -636,8 +672,13 @@ class TestLocalPlatform:
                 (r.method, r.path) for r in platform.template.api_routes}
             answer = httpx.request(route.method, platform.api_url + route.path)
             assert (answer.status_code, answer.text) == (200, f"1:{route.function}")
+            assert 0 < int(answer.headers["x-remaining-ms"]) <= 7000  # the overridden Timeout
             failed = httpx.request(route.method, platform.api_url + route.path + "?fail=1")
             assert (failed.status_code, failed.json()) == (502, {"message": "Internal server error"})
+            assert platform.dispatcher is not None
+            reports = platform.dispatcher.reports(route.function)
+            assert [r.outcome for r in reports] == ["success", "error"] and reports[-1].error_type == "RuntimeError"
+            assert reports[0].memory_size_mb == platform.template.functions[route.function].memory_mb
             profile = platform.boto3_resource("dynamodb").Table(platform.table_name).get_item(
                 Key={"pk": "CLIENT#demo", "sk": "PROFILE"})["Item"]
             assert profile["amocrm_subdomain"] == "example" and profile["timezone"] == "Europe/Moscow"

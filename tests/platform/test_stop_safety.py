@@ -1,8 +1,10 @@
 """Stopping the local platform (``python -m infra.serve``): nothing reaches real AWS, the process ends in bounded
-time even under a stuck handler, and a second signal ends it at once.
+time even under a stuck handler, whose container is killed, and a second signal ends it at once.
 
 Each test runs the platform as a subprocess under an audit hook (``sys.addaudithook``) that records, and refuses,
-every connection and DNS look-up beyond loopback, so a regression fails the test without a packet leaving.
+every connection and DNS look-up beyond loopback, so a regression fails the test without a packet leaving. The
+hook is a ``sitecustomize`` on ``PYTHONPATH``, so the handlers' containers (processes of their own) run under it
+too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from callsight.processes import Process
@@ -30,9 +33,9 @@ REPO = Path(__file__).resolve().parents[2]
 #: how long a stopped platform may take to exit (a generous bound: the drain asked for plus the cleanup)
 EXIT_BOUND_S = 30
 
-#: ``python -c AUDITED <module or script.py> args...``: runs it with the audit hook installed first
-AUDITED = textwrap.dedent('''
-    import ipaddress, os, runpy, sys
+#: ``sitecustomize.py`` of every Python process the test starts (the platform, its containers): the audit hook
+AUDIT_HOOK = textwrap.dedent('''
+    import ipaddress, os, sys
 
     _log = open(os.environ["CALLSIGHT_TEST_AUDIT_LOG"], "a", buffering=1)
 
@@ -59,6 +62,11 @@ AUDITED = textwrap.dedent('''
 
     sys.addaudithook(_hook)
     _log.write("audit on\\n")
+''')
+#: ``python -c AUDITED <module or script.py> args...``: runs it (the audit hook came with the interpreter's start)
+AUDITED = textwrap.dedent('''
+    import runpy, sys
+
     target, sys.argv = sys.argv[1], sys.argv[1:]
     if target.endswith(".py"):
         runpy.run_path(target, run_name="__main__")
@@ -87,19 +95,23 @@ STUCK_HANDLER = textwrap.dedent('''
             pass
 
     def lambda_handler(event, context):
-        open(os.environ["CALLSIGHT_TEST_STUCK_MARKER"], "w").close()
+        with open(os.environ["CALLSIGHT_TEST_STUCK_MARKER"] + ".tmp", "w") as marker:
+            marker.write(str(os.getpid()))
+        os.replace(os.environ["CALLSIGHT_TEST_STUCK_MARKER"] + ".tmp", os.environ["CALLSIGHT_TEST_STUCK_MARKER"])
         with ThreadPoolExecutor(1) as pool:
             pool.submit(_spin).result()
 ''')
 
 
-#: a handler that waits for the platform to have stopped, then writes to S3 as any handler does
+#: a handler that waits for the platform to have stopped, then would write to S3 as any handler does
 LATE_HANDLER = textwrap.dedent('''
     import os, time
     from callsight.dal.recordings import ObjectStore
 
     def lambda_handler(event, context):
-        open(event["started"], "w").close()
+        with open(event["started"] + ".tmp", "w") as started:
+            started.write(str(os.getpid()))
+        os.replace(event["started"] + ".tmp", event["started"])
         while not os.path.exists(event["go"]):
             time.sleep(0.05)
         try:
@@ -136,11 +148,15 @@ class Platform:
         self.audit = tmp_path / "audit.log"
         self.log = tmp_path / "platform.log"
         self.marker = tmp_path / "stuck.marker"
+        hook_dir = tmp_path / "audit-hook"
+        hook_dir.mkdir()
+        (hook_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
         clean = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
         with self.log.open("w") as stderr:  # a file, not a pipe nobody drains
             self.process = subprocess.Popen(
                 [sys.executable, "-c", AUDITED, *target], cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
                 env={**clean, "PYTHONUNBUFFERED": "1", "CALLSIGHT_TEST_AUDIT_LOG": str(self.audit),
+                     "PYTHONPATH": os.pathsep.join(filter(None, [str(hook_dir), clean.get("PYTHONPATH")])),
                      "CALLSIGHT_TEST_STUCK_MARKER": str(self.marker), **(env or {})})
         self.url = self._ready_url(timeout=120)
 
@@ -176,15 +192,28 @@ class Platform:
             raise AssertionError(f"still running {bound} s after {sig.name}:\n{self.log.read_text()}") from None
         return time.monotonic() - sent
 
-    def beyond_loopback(self) -> list[str]:
+    def beyond_loopback(self, processes: int = 1) -> list[str]:
+        """What the hook refused; at least ``processes`` processes (the platform, its containers) ran under it."""
         lines = self.audit.read_text().splitlines()
         assert lines[:1] == ["audit on"], lines  # the hook ran in the platform's process
-        return lines[1:]
+        assert lines.count("audit on") >= processes, lines
+        return [line for line in lines if line != "audit on"]
+
+    def stuck_container(self) -> int:
+        """The pid of the container running the stuck handler."""
+        return int(self.marker.read_text())
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _post_quietly(url: str, body: dict[str, str]) -> None:
@@ -218,7 +247,7 @@ def test_stopping_mid_run_reaches_nothing_beyond_loopback_and_ends_in_bounded_ti
         assert platform.process.returncode == 0, platform.log.read_text()
         log = platform.log.read_text()
         assert "still running after 2 s" in log, log  # a handler outlived the drain: the case that leaked
-        assert platform.beyond_loopback() == []
+        assert platform.beyond_loopback(processes=2) == []
         assert not touched.exists()
     finally:
         platform.kill()
@@ -246,8 +275,9 @@ def test_a_stuck_handler_does_not_keep_the_process_alive(tmp_path: Path) -> None
     try:
         assert platform.seconds_to_exit(signal.SIGINT) < EXIT_BOUND_S
         assert platform.process.returncode == 0, platform.log.read_text()
-        assert "1 invocation(s) still running after 2 s" in platform.log.read_text()
-        assert platform.beyond_loopback() == []
+        assert "1 invocation(s) still running after 2 s: their containers were killed" in platform.log.read_text()
+        assert platform.beyond_loopback(processes=2) == []
+        assert _gone(platform.stuck_container())
     finally:
         platform.kill()
 
@@ -261,15 +291,22 @@ def test_a_second_signal_ends_the_process_at_once(tmp_path: Path, sig: signal.Si
         platform.wait_for_log(f"{sig.name}: stopping")
         assert platform.seconds_to_exit(sig, bound=10) < 10
         assert platform.process.returncode == code
+        # the platform ended at once, without killing its containers: the orphaned one ends itself
+        deadline = time.monotonic() + 10
+        while not _gone(platform.stuck_container()):
+            assert time.monotonic() < deadline, "the stuck handler's container outlived the platform"
+            time.sleep(0.1)
     finally:
         platform.kill()
 
 
 @pytest.mark.platform
-def test_an_invocation_outliving_the_platform_reaches_neither_aws_nor_credentials(
+def test_an_invocation_running_at_the_stop_is_killed_and_reaches_neither_aws_nor_credentials(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process: the platform stops (the drain gives up on the invocation), the environment is restored (no
-    endpoint, the developer's configuration back), and only then does the invocation call S3."""
+    """In-process: the platform stops (the drain gives up on the invocation and kills its container), the
+    environment is restored (no endpoint, the developer's configuration back); the handler, told only then to call
+    S3, is gone: nothing is sent and no credentials are read. (Inside a container botocore refuses any host beyond
+    loopback as well: test_limits.py.)"""
     developer, touched = _developer_profile(tmp_path, "default")
     for name in [name for name in os.environ if name.startswith("AWS_")]:
         monkeypatch.delenv(name)
@@ -287,11 +324,13 @@ def test_an_invocation_outliving_the_platform_reaches_neither_aws_nor_credential
         platform.boto3_client("lambda").invoke(FunctionName="PlanCallsFunction", InvocationType="Event",
                                                Payload=json.dumps({**files, "bucket": bucket}).encode())
         _wait_for(Path(files["started"]))
+        container = int(Path(files["started"]).read_text())
     finally:
         unfinished = platform.stop(drain_seconds=0.5)
     assert unfinished == 1
+    assert _gone(container)
     assert os.environ["AWS_CONFIG_FILE"] == developer["AWS_CONFIG_FILE"] and "AWS_ENDPOINT_URL" not in os.environ
     Path(files["go"]).touch()
-    _wait_for(Path(files["outcome"]))
-    assert Path(files["outcome"]).read_text() == "RealAwsRefused"
+    time.sleep(1)  # what a surviving handler would need to answer
+    assert not Path(files["outcome"]).exists()
     assert not touched.exists()
