@@ -6,7 +6,7 @@ same template). Secrets are never configuration values: only the names of the se
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -67,7 +67,14 @@ class SyncCallsConfig(_Config):
     download_chunk_size: int = Field(default=50, ge=1, le=500)
 
 
-class DownloadRecordingsConfig(_Config):
+class _WorkerConfig(_Config):
+    """A chunk worker (one Map item): it starts no call with less than this left of its Lambda timeout (a call
+    started later would likely be stopped with it); the calls not started end failed saying so."""
+
+    worker_deadline_margin_seconds: float = Field(default=120.0, ge=0)
+
+
+class DownloadRecordingsConfig(_WorkerConfig):
     bucket: str = Field(min_length=1)
     download_concurrency: int = Field(default=8, ge=1, le=64)
     download_timeout_seconds: float = 60.0
@@ -89,15 +96,24 @@ class FinishRunConfig(_Config):
     pass
 
 
+class FailChunkConfig(_Config):
+    """Closes the chunk of a worker that died: reads the chunk's call list, fails its unfinished calls."""
+
+    bucket: str = Field(min_length=1)
+
+
 class PlanCallsConfig(_Config):
     bucket: str = Field(min_length=1)
     #: calls per worker task (one Map item): fewer, larger items cut Step Functions transitions
     calls_per_chunk: int = Field(default=12, ge=1, le=500)
     #: the recommendations process cuts its chunks by size: estimated tokens of recommendations per chunk
     report_chunk_tokens: int = Field(default=12_000, ge=500)
+    #: the transcription cuts its chunks by audio too: at most this many seconds of recordings (amoCRM's durations)
+    #: per chunk (and at most calls_per_chunk calls), so a chunk of hour-long calls does not outrun the task's 900 s
+    transcribe_chunk_audio_seconds: int = Field(default=2 * 3600, ge=60)
 
 
-class OpenAIConfig(_Config):
+class OpenAIConfig(_WorkerConfig):
     bucket: str = Field(min_length=1)
     #: an OpenAI-compatible endpoint (vLLM, faster-whisper servers...); empty means OpenAI itself
     openai_base_url: str = ""
@@ -114,24 +130,52 @@ class TranscribeCallsConfig(OpenAIConfig):
     transcription_model: str = "gpt-transcribe"
     transcription_language: str = "ru"
     transcription_prompt: str = ""
-    #: ``json`` works with every model; ``verbose_json`` (whisper-1) adds timed segments
-    transcription_response_format: str = "json"
+    #: the clinic vocabulary (comma-separated): ``keywords`` for gpt-transcribe, the prompt for the others
+    transcription_keywords: Annotated[tuple[str, ...], NoDecode] = ()
+    #: used when the model answers it (callsight.transcription.models); empty or one it does not answer: the model's
+    #: own default (``verbose_json``, timed segments, for whisper-1; ``json`` for the gpt-4o models and gpt-transcribe)
+    transcription_response_format: str = ""
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
-    max_audio_seconds: float = Field(default=1400.0, gt=0)
+    #: a cap on each part's length; unset: the model's own limit (1,400 s for the gpt-4o models, none for whisper-1)
+    max_audio_seconds: float | None = Field(default=None, gt=0)
+    #: parts of one recording transcribed at once (each of the worker_concurrency calls has its own pool)
+    transcription_part_concurrency: int = Field(default=4, ge=1, le=16)
+    #: attempts of one part's request when the answer is unreadable or the connection failed (callsight.llm)
+    transcription_attempts: int = Field(default=4, ge=1, le=10)
+
+    @field_validator("transcription_keywords", mode="before")
+    @classmethod
+    def _keywords(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
 
 
-class AnalyzeCallsConfig(OpenAIConfig):
-    analysis_model: str = "gpt-4.1-mini"
-    #: a response that fails validation is asked again this many times in all, then the call fails
+#: the analysis's and the report's chat model unless a clinic's analysis settings name another: the mini tier of
+#: a family with no announced shutdown (README "Models": how to change it when OpenAI retires one)
+DEFAULT_ANALYSIS_MODEL: Final = "gpt-5.4-mini"
+
+
+class _ChatConfig(OpenAIConfig):
+    #: empty (e.g. a template parameter left blank) means DEFAULT_ANALYSIS_MODEL
+    analysis_model: str = DEFAULT_ANALYSIS_MODEL
+
+    @field_validator("analysis_model", mode="before")
+    @classmethod
+    def _default_model(cls, value: object) -> object:
+        return DEFAULT_ANALYSIS_MODEL if isinstance(value, str) and not value.strip() else value
+
+
+class AnalyzeCallsConfig(_ChatConfig):
+    #: requests at most for one call's analysis, whatever went wrong (callsight.analysis.chat_models.RequestBudget:
+    #: an unreadable answer or a lost connection is sent again after a backoff, one failing validation at once)
     analysis_attempts: int = Field(default=3, ge=1, le=10)
 
 
-class _ReportConfig(OpenAIConfig):
-    #: the report's model: the analysis model unless a clinic's analysis settings name another
-    analysis_model: str = "gpt-4.1-mini"
+class _ReportConfig(_ChatConfig):
     #: estimated tokens of one theming prompt; larger inputs are split (map) and merged (reduce)
     report_chunk_tokens: int = Field(default=12_000, ge=500)
-    #: an answer failing validation is asked again this many times in all
+    #: requests at most for one answer of the report, as analysis_attempts
     report_attempts: int = Field(default=3, ge=1, le=10)
 
 
