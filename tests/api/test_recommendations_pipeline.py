@@ -219,3 +219,23 @@ def test_report_answers_404_when_there_is_none_and_400_for_a_bad_format(
     unknown = api.get(REPORT_PATH, params={"client_id": "no-such-clinic", **month})
     assert unknown.status_code == 404 and unknown.json()["error"] == "client_not_found"
     assert api.get(REPORT_PATH, params={"client_id": client_id}).status_code == 400
+
+
+def test_a_theming_worker_that_dies_fails_only_its_chunks_calls_and_the_report_is_still_built(
+        api: httpx.Client, platform: LocalPlatform, new_client: Any, month: dict[str, str]) -> None:
+    client_id = new_client()
+    _analysed_from_scratch(api, client_id, month)
+    assert platform.dispatcher is not None
+    # the theming worker's container exits on the run's first chunk (as an out-of-memory or a crash would end it)
+    with platform.dispatcher.faults_injected("ThemeCallsFunction", "exit_on_chunk", client_id=client_id,
+                                             chunk_suffix="recommendations-00000.json"):
+        assert api.post(RECOMMENDATIONS, json={"client_id": client_id, **month}).status_code == 202
+        ended = wait_finished(api, client_id, month, status_path=RECOMMENDATIONS_STATUS, timeout=240)
+    assert ended["overall_status"] == "partial", ended
+    assert_invariant(ended)
+    reported = [call for call in _calls(platform, client_id) if call.get("recommendations_status")]
+    failed = [call for call in reported if call["recommendations_status"] == "failed"]
+    assert failed and ended["status_breakdown"]["failed"] == len(failed)
+    assert all("Runtime.ExitError" in call["recommendations_error"] for call in failed)
+    assert ended["postgres_sync"]["status"] == "completed"  # the run went on: the report, then process 5
+    assert api.get(REPORT_PATH, params={"client_id": client_id, **month}).status_code == 200
