@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,3 +37,14 @@ def running_cli(module: str, *args: str) -> Iterator[str]:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def silence_wav(seconds: float) -> bytes:
+    """``seconds`` of silence as an 8 kHz 16-bit mono WAV."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(8000)
+        writer.writeframes(bytes(2 * int(8000 * seconds)))
+    return buffer.getvalue()

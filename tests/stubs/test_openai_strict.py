@@ -3,11 +3,9 @@ hints and prompts, the duration and size limits, strict-schema rules and reasoni
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from infra.stubs.openai import (
     _strict_schema_problem,
     transcription_rules,
 )
+from tests.stubs.helpers import silence_wav
 
 KEY = "stub-openai-key"
 SCRIPT = [
@@ -72,21 +71,11 @@ def _message(error: pytest.ExceptionInfo[openai.APIStatusError]) -> str:
     return str(body["message"])
 
 
-def _silence_wav(seconds: float) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(8000)
-        writer.writeframes(bytes(2 * int(8000 * seconds)))
-    return buffer.getvalue()
-
-
 # ---------------------------------------------------------------------------------- transcriptions
 
 
 def test_response_formats_are_per_model(client: openai.OpenAI) -> None:
-    wav = _silence_wav(1.0)
+    wav = silence_wav(1.0)
     for model in ("gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15"):
         for refused in ("verbose_json", "text", "srt", "vtt"):
             with pytest.raises(openai.BadRequestError) as error:
@@ -108,7 +97,7 @@ def test_response_formats_are_per_model(client: openai.OpenAI) -> None:
 
 
 def test_keywords_and_languages_go_to_gpt_transcribe_only(stub: OpenAIStub, client: openai.OpenAI) -> None:
-    wav = _silence_wav(1.0)
+    wav = silence_wav(1.0)
     answer = client.audio.transcriptions.create(
         model="gpt-transcribe", file=("a.wav", wav), keywords=["МРТ", "Здоровье"], languages=["ru"], language="ru"
     )
@@ -127,9 +116,9 @@ def test_keywords_and_languages_go_to_gpt_transcribe_only(stub: OpenAIStub, clie
 def test_the_diarize_model_takes_no_prompt_and_needs_chunking_over_30_s(client: openai.OpenAI) -> None:
     model = "gpt-4o-transcribe-diarize"
     with pytest.raises(openai.BadRequestError) as prompt:
-        client.audio.transcriptions.create(model=model, file=("a.wav", _silence_wav(1.0)), prompt="Клиника")
+        client.audio.transcriptions.create(model=model, file=("a.wav", silence_wav(1.0)), prompt="Клиника")
     assert prompt.value.param == "prompt"
-    long = _silence_wav(31.0)
+    long = silence_wav(31.0)
     with pytest.raises(openai.BadRequestError) as chunking:
         client.audio.transcriptions.create(model=model, file=("a.wav", long), response_format="diarized_json")
     assert chunking.value.param == "chunking_strategy"
@@ -164,7 +153,7 @@ def test_audio_over_the_duration_limit_is_refused_by_the_gpt_4o_models(
 
 
 def test_a_file_over_25_mb_is_413_and_unreadable_audio_400(client: openai.OpenAI) -> None:
-    big = _silence_wav(1.0) + bytes(MAX_UPLOAD_BYTES)
+    big = silence_wav(1.0) + bytes(MAX_UPLOAD_BYTES)
     with pytest.raises(openai.APIStatusError) as too_large:
         client.audio.transcriptions.create(model="whisper-1", file=("big.wav", big))
     assert too_large.value.status_code == 413
@@ -181,7 +170,7 @@ def test_a_file_over_25_mb_is_413_and_unreadable_audio_400(client: openai.OpenAI
 
 def test_latency_grows_with_the_audio_and_concurrency_is_tracked(stub: OpenAIStub, client: openai.OpenAI) -> None:
     stub.configure(latency_ms_per_audio_minute=1200)
-    minute = _silence_wav(60.0)
+    minute = silence_wav(60.0)
     started = time.monotonic()
     client.audio.transcriptions.create(model="whisper-1", file=("a.wav", minute))
     assert time.monotonic() - started >= 1.2
@@ -200,7 +189,7 @@ def test_latency_grows_with_the_audio_and_concurrency_is_tracked(stub: OpenAIStu
 def test_the_reset_fault_drops_the_connection(stub: OpenAIStub, client: openai.OpenAI) -> None:
     stub.configure(fault_rate=1.0, fault_kinds=["reset"])
     with pytest.raises(openai.APIConnectionError):
-        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", _silence_wav(1.0)))
+        client.audio.transcriptions.create(model="whisper-1", file=("a.wav", silence_wav(1.0)))
     with pytest.raises(openai.APIConnectionError):
         client.chat.completions.create(model="gpt-4o-mini", messages=X)  # type: ignore[arg-type]
     assert stub.stats()["faults"] == {"reset": 2}
@@ -211,7 +200,7 @@ def test_the_reset_fault_drops_the_connection(stub: OpenAIStub, client: openai.O
 
 def test_an_invalid_json_200_is_retried_until_the_transcription_succeeds(stub: OpenAIStub) -> None:
     stub.configure(fault_rate=0.5, fault_kinds=["invalid_json", "reset"])
-    wav = _silence_wav(1.0)
+    wav = silence_wav(1.0)
     with openai.OpenAI(base_url=stub.base_url, api_key=KEY, max_retries=0, timeout=10.0) as client:
         for _ in range(6):
             answer = with_retries(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import time
-import wave
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,7 +19,7 @@ from callsight.analysis.models import CallAnalysis
 from infra.stubs.audio import make_wav
 from infra.stubs.clinic_calls import CALL_TYPES, DemoCall, generate_calls
 from infra.stubs.openai import OpenAIStub, analyze_transcript
-from tests.stubs.helpers import running_cli
+from tests.stubs.helpers import running_cli, silence_wav
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 KEY = "stub-openai-key"
@@ -49,16 +47,6 @@ def _client(stub: OpenAIStub, **options: Any) -> openai.OpenAI:
 def client(stub: OpenAIStub) -> Iterator[openai.OpenAI]:
     with _client(stub) as value:
         yield value
-
-
-def _silence_wav(seconds: float) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(8000)
-        writer.writeframes(bytes(2 * int(8000 * seconds)))
-    return buffer.getvalue()
 
 
 def _messages(transcript: str) -> list[Any]:
@@ -114,7 +102,7 @@ def test_verbose_json_has_a_segment_per_line_over_the_real_duration(
 
 
 def test_wav_without_metadata_gets_a_deterministic_generic_text(client: openai.OpenAI) -> None:
-    audio = _silence_wav(2.0)
+    audio = silence_wav(2.0)
     first = client.audio.transcriptions.create(model="gpt-transcribe", file=("part-001.wav", audio))
     second = client.audio.transcriptions.create(model="gpt-transcribe", file=("part-001.wav", audio))
     assert first.text and first.text == second.text
