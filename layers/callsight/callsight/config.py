@@ -142,6 +142,8 @@ class TranscribeCallsConfig(OpenAIConfig):
     transcription_part_concurrency: int = Field(default=4, ge=1, le=16)
     #: attempts of one part's request when the answer is unreadable or the connection failed (callsight.llm)
     transcription_attempts: int = Field(default=4, ge=1, le=10)
+    #: one part is up to 1,400 s of audio (25 MB): its answer can take minutes, where a chat answer takes seconds
+    openai_timeout_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("transcription_keywords", mode="before")
     @classmethod
