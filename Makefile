@@ -18,7 +18,7 @@ help:
 	@echo "make admin     callsight-admin against the running local platform (ARGS=\"register-client ...\")"
 	@echo "make test      lint + every test"
 	@echo "make lint      ruff and mypy"
-	@echo "make bench     benchmarks (sync rate, status cost, overhead, e2e, PostgreSQL sync, report; BENCH_ARGS=report)"
+	@echo "make bench     benchmarks (sync rate, status cost, overhead, e2e, PostgreSQL sync, report, long recording; BENCH_ARGS=report)"
 	@echo "make validate  sam validate --lint and cfn-lint"
 	@echo "make build     sam build (needs python3.12 on PATH)"
 	@echo "make lock      uv.lock from pyproject.toml and the requirements generated from it (lock-upgrade: newest)"
