@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from infra.aws import ISOLATED_AWS_ENVIRONMENT, is_loopback, refuse_real_aws
+from infra.isolation import ISOLATED_AWS_ENVIRONMENT, is_loopback, refuse_real_aws
 from infra.local_state import STATE_FILE, process_alive, read_state
 
 PROG = "python -m infra.admin"

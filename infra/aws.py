@@ -36,8 +36,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from infra import isolation
-from infra.isolation import DUMMY_CREDENTIALS
+from infra.isolation import DUMMY_CREDENTIALS, refuse_real_aws
 from infra.template import ACCOUNT_ID, REGION, Template, render_state_machine_definition
 
 log = logging.getLogger("infra.aws")
@@ -45,11 +44,6 @@ log = logging.getLogger("infra.aws")
 #: held by every DynamoDB action served by moto while the lock is installed
 DYNAMODB_LOCK = threading.RLock()
 STATE_MACHINE_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/callsight-local-states"
-#: the guard's names as the platform's modules import them from here (it lives in ``infra.isolation``)
-ISOLATED_AWS_ENVIRONMENT = isolation.ISOLATED_AWS_ENVIRONMENT
-is_loopback = isolation.is_loopback
-refuse_real_aws = isolation.refuse_real_aws
-isolate_from_real_aws = isolation.isolate_from_real_aws
 
 
 class _TransactionState(threading.local):

@@ -110,7 +110,8 @@ def synced_items(demo_calls: Iterable[DemoCall], *, client_id: str, days: DateRa
 def seed_synced(platform: LocalPlatform, client_id: str, items: list[tuple[dict[str, Any], DemoCall]], *,
                 threads: int = 4) -> dict[str, int]:
     """Store the items through the DAL (``insert_many("sync", ...)``: items and the sync's day counters, as the
-    sync's own inserts) and their recordings in S3 (the stub's WAV of each call, as the download stores it)."""
+    sync's own inserts) and a recording of each in S3: the stub's 6-second WAV of the call (``make_wav``), not its
+    full-length MP3/OGG, so these benchmarks measure the platform per call, not splitting (``long-recording`` does)."""
     s3 = platform.boto3_client("s3")
     bucket = platform.env["CALLSIGHT_BUCKET"]
 

@@ -30,10 +30,12 @@ import math
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -288,6 +290,8 @@ class _Container:
         self.peak_kb = 0
         self.tree = [pid]
         self.killed_for: str | None = None
+        #: the container's own /tmp (TMPDIR), as a Lambda sandbox has: kept while it lives, removed when it ends
+        self.tmp_dir: str | None = None
         self._lock = threading.Lock()
 
     def kill(self, reason: str) -> bool:
@@ -310,7 +314,10 @@ class _Container:
         """Close the connection; the exit code once the process ended (killed or not, it ends promptly)."""
         with suppress(OSError):
             self.sock.close()
-        return self.zygote.exit_code(self.pid, timeout=10)
+        code = self.zygote.exit_code(self.pid, timeout=10)
+        if self.tmp_dir is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        return code
 
 
 @dataclass
@@ -448,15 +455,18 @@ class LambdaDispatcher:
                                  "errorMessage": f"{spec.logical_id}: CodeUri {spec.code_dir} does not exist"})
         zygote = self._zygote_process()
         ours, theirs = socket.socketpair()
+        tmp_dir = tempfile.mkdtemp(prefix=f"callsight-{spec.logical_id}-tmp-")
         try:
-            pid = zygote.spawn(self._environment(spec, memory_mb), spec.code_dir,
+            pid = zygote.spawn({**self._environment(spec, memory_mb), "TMPDIR": tmp_dir}, spec.code_dir,
                                [theirs.fileno(), _fd(sys.stdout, 1), _fd(sys.stderr, 2)])
         except BaseException:
             ours.close()
+            shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
         finally:
             theirs.close()
         container = _Container(spec, generation, zygote, pid, ours)
+        container.tmp_dir = tmp_dir
         container.memory_limit_kb = memory_mb * 1024
         with self._pools_lock:
             self._containers.add(container)
@@ -664,11 +674,6 @@ class LambdaDispatcher:
             with self._running_changed:
                 self._running -= 1
                 self._running_changed.notify_all()
-
-    @property
-    def running(self) -> int:
-        """Invocations running now."""
-        return self._running
 
     def drain(self, seconds: float) -> int:
         """Refuse new invocations from now on; wait up to ``seconds`` for the running ones, then kill every

@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from infra.apigw import ApiGateway
-from infra.aws import ISOLATED_AWS_ENVIRONMENT, LocalAws
+from infra.aws import LocalAws
 from infra.events import ExecutionEventWatcher
+from infra.isolation import ISOLATED_AWS_ENVIRONMENT
 from infra.lambdas import DRAIN_SECONDS, FunctionLimits, HandlerSpec, LambdaDispatcher
 from infra.local_state import STATE_FILE, remove_state, write_state
 from infra.postgres import LocalPostgres

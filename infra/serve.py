@@ -2,7 +2,7 @@
 
 Prints one line containing ``ready`` and the API URL on stdout once everything is up; logs go to
 stderr. Nothing in the process can reach real AWS: botocore refuses any host that is not loopback
-and the AWS environment is dummy, for the life of the process (``infra.aws.isolate_from_real_aws``).
+and the AWS environment is dummy, for the life of the process (``infra.isolation.isolate_from_real_aws``).
 
 On SIGINT or SIGTERM the platform stops taking work (API, events, executions aborted), gives the
 running invocations ``--stop-timeout`` seconds to end, kills the containers of those still running,
@@ -21,7 +21,7 @@ import time
 from types import FrameType
 from typing import NoReturn
 
-from infra.aws import isolate_from_real_aws
+from infra.isolation import isolate_from_real_aws
 from infra.lambdas import DRAIN_SECONDS
 from infra.platform import RECORDING_PRIVATE_HOSTS, LocalPlatform, PlatformError
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
+T = TypeVar("T")
 MSK: Final = timezone(timedelta(hours=3), "MSK")  # Europe/Moscow is UTC+3 all year (since 2014)
 CLINIC_NAME: Final = "Клиника «Здоровье»"
 CLINIC_SUBDOMAIN: Final = "demo"
@@ -809,6 +811,16 @@ SHAPE_SHARES: Final = {"customers": 0.05, "copy_on_contact": 0.12, "copy_on_comp
 _COPY_NOTE_BASE: Final = 70_000_000
 
 
+
+def _pick(roll: float, default: T, shares: Sequence[tuple[float, T]]) -> T:
+    """The value whose share (in order, laid end to end from 0) the ``roll`` in [0, 1) falls in, else ``default``."""
+    bound = 0.0
+    for part, value in shares:
+        bound += part
+        if roll < bound:
+            return value
+    return default
+
 def _with_shapes(shapes: random.Random, call: DemoCall, by_entity: dict[int, _Patient]) -> DemoCall:
     patient = by_entity.get(call.entity_id) if call.entity_type in ("leads", "contacts") else None
     share = SHAPE_SHARES
@@ -821,20 +833,11 @@ def _with_shapes(shapes: random.Random, call: DemoCall, by_entity: dict[int, _Pa
         copies.append(NoteFiling("contacts", patient.contact_id, _COPY_NOTE_BASE + serial + 1))
         if shapes.random() < share["copy_on_company"] / share["copy_on_contact"]:
             copies.append(NoteFiling("companies", patient.company_id, _COPY_NOTE_BASE + serial + 2))
-    roll = shapes.random()
-    responsible: ResponsibleForm = "id"
-    if roll < share["responsible_name"]:
-        responsible = "name"
-    elif roll < share["responsible_name"] + share["responsible_phone"]:
-        responsible = "phone"
-    elif roll < share["responsible_name"] + share["responsible_phone"] + share["responsible_digits"]:
-        responsible = "id_text"
-    roll = shapes.random()
-    duration: DurationForm = "int"
-    if roll < share["duration_text"]:
-        duration = "text"
-    elif roll < share["duration_text"] + share["duration_fraction"]:
-        duration = "fraction"
+    responsible: ResponsibleForm = _pick(shapes.random(), "id", (
+        (share["responsible_name"], "name"), (share["responsible_phone"], "phone"),
+        (share["responsible_digits"], "id_text")))
+    duration: DurationForm = _pick(shapes.random(), "int", (
+        (share["duration_text"], "text"), (share["duration_fraction"], "fraction")))
     return replace(call, entity_type=entity_type, entity_id=entity_id, copies=tuple(copies),
                    responsible_as=responsible, duration_as=duration,
                    ids_as_text=shapes.random() < share["ids_as_text"])

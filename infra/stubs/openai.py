@@ -610,13 +610,13 @@ class OpenAIStub(StubServer):
         self, headers: Mapping[str, str], body: bytes, invalid_json: bool, note: dict[str, Any]
     ) -> tuple[Response, str]:
         content_type = headers.get("content-type", "")
-        boundary = _boundary(content_type)
+        boundary = multipart_boundary(content_type)
         if not content_type.lower().startswith("multipart/form-data") or boundary is None:
             raise _bad_request(
                 "Invalid Content-Type header (" + (content_type or "none") + "), expected multipart/form-data. "
                 "(HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')"
             )
-        fields, files = _parse_multipart(body, boundary)
+        fields, files = parse_multipart(body, boundary)
         model = fields.get("model", [""])[0].strip()
         upload = files.get("file")
         note.update(
@@ -1024,12 +1024,12 @@ def _tokens(text: str) -> int:
 # ------------------------------------------------------------------------------------ multipart
 
 
-def _boundary(content_type: str) -> str | None:
+def multipart_boundary(content_type: str) -> str | None:
     match = re.search(r'boundary="?([^";]+)"?', content_type, re.IGNORECASE)
     return match.group(1) if match else None
 
 
-def _parse_multipart(body: bytes, boundary: str) -> tuple[dict[str, list[str]], dict[str, tuple[str, bytes]]]:
+def parse_multipart(body: bytes, boundary: str) -> tuple[dict[str, list[str]], dict[str, tuple[str, bytes]]]:
     """The form's text fields (all values by name) and its files (name -> (filename, bytes))."""
     fields: dict[str, list[str]] = {}
     files: dict[str, tuple[str, bytes]] = {}

@@ -3,7 +3,6 @@ against a look-alike whose answers each test writes (odd shapes, paging that doe
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from callsight.errors import (
 )
 from infra.stubs.amocrm import DEFAULT_ACCESS_TOKEN, AmoCrmStub
 from tests.amocrm.lookalike import TOKEN, Answer, LookalikeAmoCrm, page, problem
+from tests.clock import FakeClock
 
 NOTES = "/api/v4/leads/notes"
 
@@ -159,26 +159,9 @@ def test_a_revoked_refresh_token_is_an_auth_error(demo: AmoCrmStub, table: Table
 
 
 # ---------------------------------------------------------------------------------------------- the look-alike
-class FakeClock:
-    """Virtual time for the client's limiter and backoff: waits are recorded and pass at once."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(now=1000.0)
 
 
 def _lookalike_client(amo: LookalikeAmoCrm, clock: FakeClock, **kwargs: Any) -> AmoCrmClient:

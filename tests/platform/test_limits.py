@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ HANDLERS = {
             os._exit(3)
     """,
     "Guarded": """
-        import os
+        import os, tempfile
         import boto3
 
         def lambda_handler(event, context):
@@ -66,7 +67,8 @@ HANDLERS = {
                 outcome = type(exc).__name__
             names = ("AWS_ACCESS_KEY_ID", "CALLSIGHT_ONLY_MINE", "AWS_LAMBDA_FUNCTION_NAME",
                      "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_PROFILE")
-            return {"outcome": outcome, "cwd": os.getcwd(), "env": {n: os.environ.get(n) for n in names}}
+            return {"outcome": outcome, "cwd": os.getcwd(), "env": {n: os.environ.get(n) for n in names},
+                    "tmp": tempfile.gettempdir()}
     """,
 }
 
@@ -204,8 +206,11 @@ def test_a_container_reaches_no_aws_beyond_loopback_and_sees_its_functions_envir
                                                    environment={"CALLSIGHT_ONLY_MINE": "yes"})})
     try:
         result = dispatcher.invoke("Guarded", {})
+        tmp = Path(result.payload["tmp"])
+        assert tmp.is_dir() and tmp != Path(tempfile.gettempdir())  # a /tmp of its own, as a Lambda sandbox has
     finally:
         dispatcher.unload()
+    assert not tmp.exists()  # gone with the container
     assert not result.error, result.payload
     assert result.payload["outcome"] == "RealAwsRefused"
     assert result.payload["cwd"] == str(root / "Guarded")  # CodeUri, as /var/task on Lambda

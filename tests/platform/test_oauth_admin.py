@@ -29,8 +29,8 @@ pytestmark = pytest.mark.platform
 REPO = Path(__file__).resolve().parents[2]
 #: what a developer's shell may hold: none of it may be used by the local admin
 DEVELOPER_SHELL = {
-    "AWS_PROFILE": "developer-production", "AWS_ACCESS_KEY_ID": "AKIADEVELOPERREALKEY",
-    "AWS_SECRET_ACCESS_KEY": "developer-real-secret", "AWS_SESSION_TOKEN": "developer-session",
+    "AWS_PROFILE": "developer-production", "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",  # AWS docs example key
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_SESSION_TOKEN": "developer-session",
     "AWS_ENDPOINT_URL": "https://dynamodb.eu-central-1.amazonaws.com",
     "AWS_ENDPOINT_URL_SECRETS_MANAGER": "https://secretsmanager.eu-central-1.amazonaws.com",
     "CALLSIGHT_TABLE_NAME": "callsight-prod-table", "CALLSIGHT_AMOCRM_SECRET_PREFIX": "callsight/prod/amocrm/",

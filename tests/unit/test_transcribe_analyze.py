@@ -211,6 +211,19 @@ def test_invalid_json_and_lost_connections_are_retried_and_the_call_succeeds(
     assert faults.get("timeout", 0) - before.get("timeout", 0) == 1
 
 
+def test_a_connection_reset_without_an_answer_is_retried_and_the_call_succeeds(
+        table: Table, bucket: str, stub: OpenAIStub) -> None:
+    key = _transcribed(table, bucket, stub, _answered(1)[0])
+    sent: list[dict[str, Any]] = []
+    client = _recording_client(stub, sent, ["reset", "reset"])  # the stub closes the connection, answering nothing
+    analyzer = Analyzer(store=ObjectStore(bucket), client=client, clinic_settings={},
+                        settings=AnalysisSettings(model="gpt-5.4-mini", attempts=3, retry=FAST_RETRY))
+    before = stub.stats()["faults"].get("reset", 0)
+    stored = analyzer.analyze(key, _item(table, key))
+    assert CallAnalysis.model_validate(stored["analysis"]) and len(sent) == 3
+    assert stub.stats()["faults"].get("reset", 0) - before == 2
+
+
 def test_lost_connections_past_the_budget_fail_the_call_naming_the_error(
         table: Table, bucket: str, stub: OpenAIStub) -> None:
     key = _transcribed(table, bucket, stub, _answered(1)[0])

@@ -3,11 +3,8 @@ sent at once to the stub OpenAI (a real HTTP server) with the production client,
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from callsight.llm import RetryPolicy
 from callsight.logic.transcribe import WORKDIR_PREFIX, Transcriber, TranscriptionSettings, remove_leftover_workdirs
 from callsight.transcription.ffmpeg import ffmpeg_path
 from callsight.transcription.models import GPT4O_MAX_SECONDS, request_parameters, transcription_model
-from infra.stubs.openai import OpenAIStub
+from infra.stubs.openai import OpenAIStub, multipart_boundary, parse_multipart
 from infra.stubs.server import Response
 from tests.unit.test_audio_parts import PART_NAME, big_recordings, pcm_wav, probe
 
@@ -34,23 +31,12 @@ SETTINGS = TranscriptionSettings(model="gpt-transcribe", language="ru", prompt="
 
 
 def _fields(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, list[str]], str | None]:
-    """The multipart form's text fields and the uploaded file's name."""
-    boundary = re.search(r"boundary=\"?([^\";]+)", headers.get("content-type", ""))
-    fields: dict[str, list[str]] = {}
-    filename: str | None = None
+    """The multipart form's text fields and the uploaded file's name (the stub's own parser)."""
+    boundary = multipart_boundary(headers.get("content-type", ""))
     if boundary is None:
-        return fields, filename
-    for part in body.split(b"--" + boundary.group(1).encode())[1:]:
-        head, _, content = part.partition(b"\r\n\r\n")
-        name = re.search(rb'name="([^"]*)"', head)
-        file = re.search(rb'filename="([^"]*)"', head)
-        if name is None:
-            continue
-        if file is not None:
-            filename = file.group(1).decode()
-        else:
-            fields.setdefault(name.group(1).decode(), []).append(content.removesuffix(b"\r\n").decode())
-    return fields, filename
+        return {}, None
+    fields, files = parse_multipart(body, boundary)
+    return fields, files["file"][0] if "file" in files else None
 
 
 class RecordingStub(OpenAIStub):
@@ -297,15 +283,25 @@ def test_model_limits_and_unknown_models() -> None:
 
 
 def test_what_a_stopped_worker_left_in_tmp_is_removed_at_start_up(tmp_path: Path) -> None:
+    # a sandbox runs one invocation at a time: at start-up every call directory in its /tmp is a dead worker's
     stale = tmp_path / f"{WORKDIR_PREFIX}abc123"
     stale.mkdir()
     (stale / "recording.mp3").write_bytes(b"ID3" + bytes(1000))
-    old = time.time() - 901
-    os.utime(stale, (old, old))
-    live = tmp_path / f"{WORKDIR_PREFIX}def456"  # a call in progress (locally /tmp is shared)
-    live.mkdir()
+    just_killed = tmp_path / f"{WORKDIR_PREFIX}def456"  # a worker killed at its timeout a moment ago
+    just_killed.mkdir()
     other = tmp_path / "someone-elses"
     other.mkdir()
-    os.utime(other, (old, old))
-    assert remove_leftover_workdirs(str(tmp_path)) == 1
-    assert not stale.exists() and live.is_dir() and other.is_dir()
+    assert remove_leftover_workdirs(str(tmp_path)) == 2
+    assert not stale.exists() and not just_killed.exists() and other.is_dir()
+
+
+def test_the_diarize_model_transcribes_a_long_call_against_the_stub(table: Table, bucket: str,
+                                                                     openai_stub: RecordingStub, tmp_path: Path,
+                                                                     workdir: Path) -> None:
+    # over 30 s the real API refuses the diarize model without a chunking strategy, and any prompt: the stub too
+    key, call = _store_call(table, bucket, pcm_wav(tmp_path / "call.wav", 40.0))
+    result = _transcriber(table, bucket, openai_stub, workdir, model="gpt-4o-transcribe-diarize").transcribe(key, call)
+    [(fields, _)] = openai_stub.received
+    assert fields["chunking_strategy"] == ["auto"] and "prompt" not in fields
+    assert fields["response_format"] == ["diarized_json"]
+    assert ObjectStore(bucket).get_json(result["transcript_key"])["model"] == "gpt-4o-transcribe-diarize"

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from callsight.processes import PROCESSES, Process
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+    return value
+
+
+#: a setting given as one comma-separated string ("a, b,c") read as ("a", "b", "c")
+CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
 
 
 class _Config(BaseSettings):
@@ -82,14 +92,7 @@ class DownloadRecordingsConfig(_WorkerConfig):
     #: private networks (10.20.0.0/16) and host:port pairs (pbx.clinic.local:8080) recording links may reach
     #: (template parameter RecordingPrivateHosts, comma-separated; callsight.links.PrivateHosts reads them);
     #: by default links are fetched from public addresses only
-    recording_private_hosts: Annotated[tuple[str, ...], NoDecode] = ()
-
-    @field_validator("recording_private_hosts", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
-        return value
+    recording_private_hosts: CommaSeparated = ()
 
 
 class FinishRunConfig(_Config):
@@ -131,7 +134,7 @@ class TranscribeCallsConfig(OpenAIConfig):
     transcription_language: str = "ru"
     transcription_prompt: str = ""
     #: the clinic vocabulary (comma-separated): ``keywords`` for gpt-transcribe, the prompt for the others
-    transcription_keywords: Annotated[tuple[str, ...], NoDecode] = ()
+    transcription_keywords: CommaSeparated = ()
     #: used when the model answers it (callsight.transcription.models); empty or one it does not answer: the model's
     #: own default (``verbose_json``, timed segments, for whisper-1; ``json`` for the gpt-4o models and gpt-transcribe)
     transcription_response_format: str = ""
@@ -144,13 +147,6 @@ class TranscribeCallsConfig(OpenAIConfig):
     transcription_attempts: int = Field(default=4, ge=1, le=10)
     #: one part is up to 1,400 s of audio (25 MB): its answer can take minutes, where a chat answer takes seconds
     openai_timeout_seconds: float = Field(default=300.0, gt=0)
-
-    @field_validator("transcription_keywords", mode="before")
-    @classmethod
-    def _keywords(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
-        return value
 
 
 #: the analysis's and the report's chat model unless a clinic's analysis settings name another: the mini tier of

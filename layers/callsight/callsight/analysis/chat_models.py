@@ -25,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final, TypedDict, TypeVar
 
+import openai
 from openai.types.shared.reasoning_effort import ReasoningEffort
+from pydantic import ValidationError
 
 from callsight.llm import RetryPolicy, with_retries
 
@@ -87,6 +89,12 @@ def chat_options(model: str, *, temperature: float | None = None) -> ChatOptions
     """The keyword arguments to send ``model`` besides the messages and the response format: ``temperature``
     only where its family takes one."""
     return chat_model_rules(model).options(temperature=temperature)
+
+
+#: a well-formed answer that cannot be used (it fails the schema, it was cut at the length limit or filtered), or a
+#: truncated JSON body the retries did not outlast: the caller asks again within its budget
+UNUSABLE_ANSWER_ERRORS: tuple[type[Exception], ...] = (
+    ValidationError, ValueError, openai.LengthFinishReasonError, openai.ContentFilterFinishReasonError)
 
 
 @dataclass

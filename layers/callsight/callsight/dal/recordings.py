@@ -34,10 +34,6 @@ class ObjectStore:
     def get_json(self, key: str) -> Any:
         return json.loads(_s3().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def get_bytes(self, key: str) -> bytes:
-        body: bytes = _s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return body
-
     def get_text_or_none(self, key: str) -> str | None:
         """The object as UTF-8 text, or None when there is no such object."""
         try:

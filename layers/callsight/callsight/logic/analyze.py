@@ -9,7 +9,7 @@ import openai
 from openai import OpenAI
 from pydantic import ValidationError
 
-from callsight.analysis.chat_models import RequestBudget, chat_options
+from callsight.analysis.chat_models import UNUSABLE_ANSWER_ERRORS, RequestBudget, chat_options
 from callsight.analysis.models import CallAnalysis
 from callsight.analysis.prompt import build_messages
 from callsight.dal.calls import CallKey
@@ -60,8 +60,7 @@ class Analyzer:
                 completion = budget.request(lambda: self.client.chat.completions.parse(
                     model=model, messages=messages, response_format=CallAnalysis,  # type: ignore[arg-type]
                     **options), what="call analysis")
-            except (ValidationError, ValueError, openai.LengthFinishReasonError,
-                    openai.ContentFilterFinishReasonError) as exc:
+            except UNUSABLE_ANSWER_ERRORS as exc:
                 problem = _short(exc)  # ValueError includes a truncated JSON body the retries did not outlast
                 continue
             except openai.APIStatusError as exc:

@@ -198,7 +198,7 @@ class ChunkWorker:
         if self._run_ended.is_set():
             return RUN_ENDED
         if self._time_is_up():
-            return self._not_started(key)
+            return self._not_started(key, call)
         run_attr = f"{self.process}_run"
         if not self.calls.transition(key, self.process, PENDING, PROCESSING, set_attrs={run_attr: self.run_id},
                                      guard=self.claim_guard):
@@ -227,9 +227,10 @@ class ChunkWorker:
                                       set_attrs={f"{self.process}_error": reason})
         return FAILED if ended else ENDED_ELSEWHERE
 
-    def _not_started(self, key: CallKey) -> str:
+    def _not_started(self, key: CallKey, call: dict[str, Any] | None) -> str:
         reason = NOT_STARTED_REASON.format(margin=round(self._margin_ms / 1000, 1))
-        ended = end_unfinished(self.calls, key, self.process, self.run_id, reason, guard=self.claim_guard)
+        ended = end_unfinished(self.calls, key, self.process, self.run_id, reason, guard=self.claim_guard,
+                               current=call)  # as the chunk's one read found it
         if ended == LEFT_PENDING:  # the run's check failed
             self._run_ended.set()
             return RUN_ENDED

@@ -10,19 +10,19 @@ Reasons never quote a token.
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import timedelta
 from typing import Literal
 
 import httpx
+from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
 from callsight.amocrm.tokens import StoredToken
 from callsight.dal.clients import AmoCrmCredentialStore, ClientRepository, RegisteredClient
 from callsight.errors import CallsightError
 
-log = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 RefreshOutcome = Literal["refreshed", "skipped", "failed"]
 
@@ -72,7 +72,7 @@ def _refresh_clinic(entry: RegisteredClient, clients: ClientRepository, store: A
     except CallsightError as exc:  # refused, unreachable, not registered: the message names it, never a token
         return "failed", str(exc)
     except Exception as exc:
-        log.exception("token refresh of %s failed", entry.client_id)
+        logger.exception("token refresh failed", extra={"client": entry.client_id})
         return "failed", f"unexpected {type(exc).__name__}"
     since = f"last exchanged {_days(now - last)} ago" if last is not None else "not exchanged since registration"
     return "refreshed", f"new pair stored ({since})"

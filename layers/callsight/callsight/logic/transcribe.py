@@ -14,7 +14,6 @@ import mimetypes
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -35,8 +34,6 @@ from callsight.transcription.speakers import label_speakers, labelled_lines
 
 #: the temporary directories of calls being transcribed: ``/tmp/callsight-transcribe-XXXX``
 WORKDIR_PREFIX = "callsight-transcribe-"
-#: the longest a Lambda invocation lasts (its maximum timeout)
-LAMBDA_MAX_SECONDS = 900.0
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+|\n+")
 _SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
 
@@ -159,19 +156,13 @@ class Transcriber:
         return result
 
 
-def remove_leftover_workdirs(root: str | None = None, *, older_than_seconds: float = LAMBDA_MAX_SECONDS) -> int:
-    """Removes the call directories that a worker stopped mid-call (timeout, out of memory) left in ``root`` (the
-    temporary directory): a warm Lambda sandbox keeps /tmp across invocations. Only those untouched for longer
-    than an invocation can last, so no live call's directory (locally /tmp is shared) is touched; returns how
-    many were removed."""
+def remove_leftover_workdirs(root: str | None = None) -> int:
+    """Removes the call directories a worker stopped mid-call (timeout, out of memory) left in ``root`` (the temporary
+    directory): a Lambda sandbox keeps its /tmp across invocations and runs one at a time, so at start-up none is in
+    use (the local platform gives each container its own TMPDIR, as well). Returns how many were removed."""
     removed = 0
-    deadline = time.time() - older_than_seconds
     for path in Path(root or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
-        try:
-            stale = path.is_dir() and not path.is_symlink() and path.stat().st_mtime < deadline
-        except OSError:  # removed meanwhile
-            continue
-        if stale:
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed

@@ -25,7 +25,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam, ParsedChatCompletion
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from callsight.analysis.chat_models import RequestBudget, chat_options
+from callsight.analysis.chat_models import UNUSABLE_ANSWER_ERRORS, RequestBudget, chat_options
 from callsight.errors import validation_problems
 from callsight.llm import RetryPolicy
 from callsight.report.errors import ReportFailed
@@ -326,8 +326,7 @@ class ThemeWriter:
         while budget.left:
             try:
                 completion = budget.request(send, what=what)
-            except (ValidationError, ValueError, openai.LengthFinishReasonError,
-                    openai.ContentFilterFinishReasonError) as exc:
+            except UNUSABLE_ANSWER_ERRORS as exc:
                 self.usage.invalid_answers += 1
                 problem = _problem(exc)
                 continue
