@@ -10,7 +10,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv lock lock-upgrade lowest demo serve admin test unit lint bench validate build clean
+.PHONY: help venv lock lock-upgrade lowest openapi demo serve admin test unit lint bench validate build clean
 
 help:
 	@echo "make demo      all five processes for the demo clinic end to end on the local platform (DEMO_ARGS=--keep-serving to stay up)"
@@ -23,6 +23,7 @@ help:
 	@echo "make build     sam build (needs python3.12 on PATH)"
 	@echo "make lock      uv.lock from pyproject.toml and the requirements generated from it (lock-upgrade: newest)"
 	@echo "make lowest    the unit tests on the lowest runtime versions pyproject.toml allows (LOWEST_TESTS=...)"
+	@echo "make openapi   functions/api_docs/openapi.json again from the handlers' routes and models (commit it)"
 
 PIP_VERSION := 26.3
 PIP := --quiet --disable-pip-version-check
@@ -45,6 +46,10 @@ lock: $(STAMP)
 # the same with the newest versions pyproject.toml allows
 lock-upgrade: $(STAMP)
 	$(BIN)/python -m infra.lock --upgrade
+
+# the API's OpenAPI description from the handlers' routes and models (tests/unit/test_openapi.py fails on drift)
+openapi: $(STAMP)
+	$(BIN)/python -m infra.openapi
 
 # the unit tests on the lowest versions pyproject.toml allows for the runtime dependencies (not part of `make test`)
 lowest: $(STAMP)

@@ -400,9 +400,10 @@ def stepfunctions_backend(account_id: str = ACCOUNT_ID, region: str = REGION) ->
     return stepfunctions_parser_backends[account_id][region]
 
 
-def create_resources(template: Template, client_factory: Callable[[str], Any]) -> None:
-    """Create the template's DynamoDB tables (keys, billing, TTL), S3 buckets, secrets (no value yet) and
-    state machines with the clients ``client_factory(service)`` returns (moto server or ``mock_aws``)."""
+def create_resources(template: Template, client_factory: Callable[[str], Any]) -> dict[str, str]:
+    """Create the template's DynamoDB tables (keys, billing, TTL), S3 buckets, secrets (no value yet), state
+    machines and API Gateway usage plans with the clients ``client_factory(service)`` returns (moto server or
+    ``mock_aws``). Returns the ids AWS chose, by logical id (the usage plans')."""
     dynamodb = client_factory("dynamodb")
     for table in template.tables.values():
         kwargs: dict[str, Any] = {
@@ -431,8 +432,21 @@ def create_resources(template: Template, client_factory: Callable[[str], Any]) -
         stepfunctions.create_state_machine(
             name=machine.name, definition=render_state_machine_definition(machine),
             roleArn=STATE_MACHINE_ROLE_ARN, type=machine.type)
-    log.info("created %d table(s), %d bucket(s), %d secret(s), %d state machine(s)", len(template.tables),
-             len(template.buckets), len(template.secrets), len(template.state_machines))
+    chosen_ids: dict[str, str] = {}
+    usage_plans = template.usage_plans
+    if usage_plans:
+        apigateway = client_factory("apigateway")
+        for plan in usage_plans.values():
+            throttle = {name: value for name, value in (("rateLimit", plan.rate_limit),
+                                                        ("burstLimit", plan.burst_limit)) if value is not None}
+            created = apigateway.create_usage_plan(
+                name=plan.name, apiStages=[{"apiId": template.ref(plan.api), "stage": plan.stage}],
+                **({"throttle": throttle} if throttle else {}))
+            chosen_ids[plan.logical_id] = str(created["id"])
+    log.info("created %d table(s), %d bucket(s), %d secret(s), %d state machine(s), %d usage plan(s)",
+             len(template.tables), len(template.buckets), len(template.secrets), len(template.state_machines),
+             len(usage_plans))
+    return chosen_ids
 
 
 class _Dispatcher(DomainDispatcherApplication):
@@ -627,9 +641,18 @@ class LocalAws:
         with self._session_lock:
             return session.resource(service, endpoint_url=self.url)  # type: ignore[call-overload]
 
-    def create_resources(self, template: Template) -> None:
-        """The template's DynamoDB tables, S3 buckets, secrets (no value yet) and state machines."""
-        create_resources(template, self.client)
+    def create_resources(self, template: Template) -> dict[str, str]:
+        """The template's DynamoDB tables, S3 buckets, secrets (no value yet), state machines and usage plans; the
+        ids moto chose, by logical id."""
+        return create_resources(template, self.client)
+
+    def usage_plan_key_values(self, usage_plan_id: str) -> frozenset[str]:
+        """The values of the enabled API keys of a usage plan (what API Gateway accepts as a request's key)."""
+        client = self.client("apigateway")
+        in_plan = {key["id"] for page in client.get_paginator("get_usage_plan_keys").paginate(usagePlanId=usage_plan_id)
+                   for key in page.get("items", [])}
+        return frozenset(key["value"] for page in client.get_paginator("get_api_keys").paginate(includeValues=True)
+                         for key in page.get("items", []) if key["id"] in in_plan and key.get("enabled"))
 
     def put_secret_values(self, template: Template, values: Mapping[str, str]) -> None:
         """Fill the template's secrets, by logical id."""

@@ -383,8 +383,11 @@ def run_process(api: httpx.Client, platform: LocalPlatform, process: str, client
     spec = Process(process).spec
     start_path, status_path = spec.start_path, spec.status_path
     query = {"client_id": client_id, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()}
+    body: dict[str, Any] = {**query, "force": force}
+    if force:  # a force over ForceConfirmCalls calls is confirmed with the number it re-runs (the status's total)
+        body["confirm_calls"] = api.get(status_path, params=query).json().get("total_calls")
     began = time.monotonic()
-    answer = api.post(start_path, json={**query, "force": force})
+    answer = api.post(start_path, json=body)
     if answer.status_code not in (200, 202):
         raise RuntimeError(f"{process}: start refused: HTTP {answer.status_code} {answer.text}")
     name = answer.json()["execution_name"]

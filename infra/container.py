@@ -17,7 +17,9 @@ Timeouts and the memory limit are the dispatcher's business: it kills the proces
 
 Before the handler is imported, botocore is made to refuse any host that is not loopback and to resolve only
 dummy credentials (``infra/isolation.py``, the guard the platform's own process gets, loaded by its path), so no
-code in a container can reach real AWS. The process ends itself when its parent dies.
+code in a container can reach real AWS; and every botocore client it creates checks each call against the
+function's template policy (``infra/iam.py``, loaded by its path: AWS's AccessDenied for a call the policy does not
+allow). The process ends itself when its parent dies.
 
 Test-only: ``CALLSIGHT_LOCAL_FAULT`` (set by ``LambdaDispatcher.faults_injected``) names a wrapper
 (``{"path", "name", "kwargs"}``, e.g. one of ``infra/faults.py``) that wraps the handler after its import.
@@ -82,19 +84,32 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------- the guard
-#: ``infra/isolation.py``: loaded by its path, the container's ``sys.path`` has no ``infra`` (``python -P``)
+#: ``infra/isolation.py`` and ``infra/iam.py``: loaded by their paths, the container's ``sys.path`` has no
+#: ``infra`` (``python -P``)
 ISOLATION_MODULE = Path(__file__).with_name("isolation.py")
+IAM_MODULE = Path(__file__).with_name("iam.py")
+
+
+def _load_by_path(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
 
 
 def refuse_real_aws() -> None:
     """The platform's guard (``infra.isolation.refuse_real_aws``): botocore sends nothing beyond loopback and
     resolves only dummy keys."""
-    spec = importlib.util.spec_from_file_location("_callsight_local_isolation", ISOLATION_MODULE)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
-        raise RuntimeError(f"cannot load {ISOLATION_MODULE}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.refuse_real_aws()
+    _load_by_path("_callsight_local_isolation", ISOLATION_MODULE).refuse_real_aws()
+
+
+def enforce_iam_policy() -> None:
+    """The function's template policy on every AWS call (``infra.iam.install_from_environment``), when the
+    dispatcher gave one."""
+    _load_by_path("_callsight_local_iam", IAM_MODULE).install_from_environment()
 
 
 # ---------------------------------------------------------------------------------------- the runtime
@@ -212,6 +227,7 @@ def serve(sock: socket.socket) -> int:
     started = time.perf_counter()
     try:
         refuse_real_aws()
+        enforce_iam_policy()
         layers = [entry for entry in os.environ.get(LAYERS_ENV, "").split(os.pathsep) if entry]
         handler = load_handler(os.getcwd(), os.environ[HANDLER_ENV], layers)
     except InitError as exc:

@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     start, end = demo_range()
     overrides = {"LogLevel": os.environ.get("LOG_LEVEL", "WARNING")}  # handlers' JSON logs would hide the bars
     with LocalPlatform(port=args.port, demo_calls=args.demo_calls, parameter_overrides=overrides) as platform:
-        print(f"Callsight local platform ready at {platform.api_url}")
+        print(f"Callsight local platform ready at {platform.api_url} (API key: {platform.api_key})")
         query = {"client_id": DEMO_CLIENT, "start_date": start, "end_date": end}
-        with httpx.Client(base_url=platform.api_url, timeout=60) as api:
+        with httpx.Client(base_url=platform.api_url, headers=platform.api_headers, timeout=60) as api:
             final = run_pipeline(api, query, poll_seconds=args.poll)
             print(f"\nDemo clinic, {start}..{end}: pipeline {final['overall_status']}")
             if final.get("error"):
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = final["overall_status"]
         code = 1 if outcome == "failed" else 2 if outcome != "completed" else 0
         if args.keep_serving:
-            print(f"\nServing at {platform.api_url} - Ctrl-C to stop.")
+            print(f"\nServing at {platform.api_url} (send x-api-key: {platform.api_key}) - Ctrl-C to stop.")
             try:
                 while True:
                     time.sleep(3600)

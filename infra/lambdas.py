@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from infra.container import FAULT_ENV, HANDLER_ENV, LAYERS_ENV, receive_message, send_message
+from infra.iam import POLICY_ENV as IAM_POLICY_ENV
 from infra.template import ACCOUNT_ID, REGION, Template
 
 log = logging.getLogger("infra.lambdas")
@@ -90,6 +91,8 @@ class HandlerSpec:
     layer_dirs: tuple[Path, ...] = ()
     #: the function's template ``Environment`` (set on top of the platform's environment)
     environment: Mapping[str, str] = field(default_factory=dict)
+    #: the IAM policy document its containers enforce (``infra.iam``); None: AWS calls are not checked
+    iam_policy: str | None = None
 
     @property
     def name(self) -> str:
@@ -360,6 +363,7 @@ class LambdaDispatcher:
         self._pools: dict[str, _Pool] = {}
         self._generation: dict[str, int] = {}
         self._extra_env: dict[str, dict[str, str]] = {}
+        self._env_of_all: dict[str, str] = {}
         self._containers: set[_Container] = set()
         self._reports: dict[str, deque[InvocationReport]] = {}
         self._monitor: threading.Thread | None = None
@@ -372,7 +376,7 @@ class LambdaDispatcher:
                       function_limits: Mapping[str, FunctionLimits] | None = None) -> LambdaDispatcher:
         return cls({lid: HandlerSpec(logical_id=lid, code_dir=fn.code_dir, handler=fn.handler, function_name=fn.name,
                                      timeout_s=fn.timeout_s, memory_mb=fn.memory_mb, layer_dirs=fn.layer_dirs,
-                                     environment=dict(fn.environment))
+                                     environment=dict(fn.environment), iam_policy=template.iam_policy(lid))
                     for lid, fn in template.functions.items()},
                    region=template.region, account_id=template.account_id, function_limits=function_limits)
 
@@ -420,6 +424,19 @@ class LambdaDispatcher:
             container.reap()
 
     @contextmanager
+    def environment_set(self, variables: Mapping[str, str]) -> Iterator[None]:
+        """Test-only: within the block every function's new containers get ``variables`` on top of their environment
+        (``POWERTOOLS_LOG_LEVEL=DEBUG``: the most a stack can be made to log); all containers are recycled on entry
+        and on exit."""
+        self._env_of_all = dict(variables)
+        self.recycle()
+        try:
+            yield
+        finally:
+            self._env_of_all = {}
+            self.recycle()
+
+    @contextmanager
     def faults_injected(self, logical_id: str, wrapper: str, **kwargs: Any) -> Iterator[None]:
         """Test-only: within the block the function's new containers wrap its handler in ``infra/faults.py``'s
         ``wrapper(handler, **kwargs)``; the function's containers are recycled on entry and on exit."""
@@ -435,7 +452,7 @@ class LambdaDispatcher:
 
     # ------------------------------------------------------------------ containers
     def _environment(self, spec: HandlerSpec, memory_mb: int) -> dict[str, str]:
-        env = {**os.environ, **spec.environment, **self._extra_env.get(spec.logical_id, {})}
+        env = {**os.environ, **spec.environment, **self._env_of_all, **self._extra_env.get(spec.logical_id, {})}
         env.update({
             HANDLER_ENV: spec.handler,
             LAYERS_ENV: os.pathsep.join(str(layer) for layer in spec.layer_dirs),
@@ -445,6 +462,8 @@ class LambdaDispatcher:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
             "LAMBDA_TASK_ROOT": str(spec.code_dir),
         })
+        if spec.iam_policy is not None:
+            env[IAM_POLICY_ENV] = spec.iam_policy
         return env
 
     def _start_container(self, spec: HandlerSpec, generation: int) -> _Container:

@@ -17,11 +17,13 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from callsight.access import ALL_CLINICS, API_KEY_HEADER, KEY_FORMAT, parse_api_key
 from infra.apigw import ApiGateway
 from infra.aws import LocalAws
 from infra.events import ExecutionEventWatcher
@@ -30,7 +32,7 @@ from infra.lambdas import DRAIN_SECONDS, FunctionLimits, HandlerSpec, LambdaDisp
 from infra.local_state import STATE_FILE, remove_state, write_state
 from infra.postgres import LocalPostgres
 from infra.schedules import ScheduleEmulator
-from infra.template import DEFAULT_TEMPLATE, Template, TemplateError
+from infra.template import DEFAULT_TEMPLATE, REPO_ROOT, Template, TemplateError, UsagePlanSpec
 
 log = logging.getLogger("infra.platform")
 
@@ -45,9 +47,17 @@ DATABASE_SECRET_ID = "DatabaseUrlSecret"  # noqa: S105 - a logical id
 STUB_OPENAI_KEY = "stub-openai-key"
 REAL_OPENAI_KEY_ENV = "OPENAI_API_KEY"
 REAL_OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
+#: the template's API (the local API Gateway serves it) and the variable naming its usage plan's id
+API_ID = "CallsightApi"
+USAGE_PLAN_ID_ENV = "CALLSIGHT_USAGE_PLAN_ID"
 #: the template parameter listing the private hosts recording links may reach (the stub's is added)
 RECORDING_PRIVATE_HOSTS = "RecordingPrivateHosts"
 DEFAULT_STUB_TOKEN = "stub-long-lived-token"  # noqa: S105 - the stub's documented demo token
+#: the demo API key (every clinic) is this variable's when it is set, else a new one each start
+API_KEY_ENV = "CALLSIGHT_API_KEY"
+DEMO_KEY_NAME = "local-demo"
+#: a state file there (gitignored) may hold the demo key
+PRIVATE_STATE_DIR = REPO_ROOT / ".local"
 
 _active_lock = threading.Lock()
 
@@ -68,10 +78,14 @@ class LocalPlatform:
                  parameter_overrides: dict[str, Any] | None = None, template_path: str | Path = DEFAULT_TEMPLATE,
                  handler_overrides: Mapping[str, HandlerSpec | tuple[str | Path, str]] | None = None,
                  state_file: str | Path | None = STATE_FILE,
-                 function_limits: Mapping[str, FunctionLimits] | None = None) -> None:
+                 function_limits: Mapping[str, FunctionLimits] | None = None,
+                 openai_api_key: str = STUB_OPENAI_KEY, database_password: str | None = None) -> None:
         """``state_file``: where the running platform describes itself for ``python -m infra.admin`` (None: no
         file). ``function_limits``: a test knob, per logical id the Timeout/MemorySize to enforce instead of the
-        template's (``FunctionLimits(timeout_s=3)``)."""
+        template's (``FunctionLimits(timeout_s=3)``). ``openai_api_key``: the key the stub OpenAI accepts (and the
+        OpenAI secret holds); ``database_password``: a password written into the embedded PostgreSQL's URL (the
+        database secret), which its socket, trusting every local login, ignores. Both for tests that look for
+        secrets where none may be."""
         self.port = port
         self.demo_calls = demo_calls
         self.amocrm_latency_ms = amocrm_latency_ms
@@ -79,7 +93,9 @@ class LocalPlatform:
         self.openai_latency_ms = openai_latency_ms
         self.openai_fault_rate = openai_fault_rate
         self.openai: Any = None
-        self._openai_key = STUB_OPENAI_KEY
+        self.stub_openai_key = openai_api_key
+        self._openai_key = openai_api_key
+        self.database_password = database_password
         self.use_postgres = postgres
         self.stage = stage
         self.parameter_overrides = {"Stage": stage, **(parameter_overrides or {})}
@@ -100,6 +116,9 @@ class LocalPlatform:
         self.schedules: ScheduleEmulator | None = None
         self.state_file = Path(state_file) if state_file is not None else None
         self.api: ApiGateway | None = None
+        #: the id moto gave the template's usage plan (``CALLSIGHT_USAGE_PLAN_ID``), once the platform runs
+        self.usage_plan_id: str | None = None
+        self._api_key: str | None = None
         self._postgres: LocalPostgres | None = None
         self._postgres_thread: threading.Thread | None = None
         self._postgres_error: BaseException | None = None
@@ -115,8 +134,34 @@ class LocalPlatform:
         return self.api.url
 
     @property
+    def api_key(self) -> str:
+        """The demo API key (every clinic): ``CALLSIGHT_API_KEY``'s, or the one made at start."""
+        if self._api_key is None:
+            raise PlatformError("the platform is not running")
+        return self._api_key
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """The headers a request to the API needs: the demo key."""
+        return {API_KEY_HEADER: self.api_key}
+
+    @property
     def moto_url(self) -> str:
         return self.aws.url
+
+    @property
+    def allowed_origin(self) -> str:
+        """The frontend origin the API answers CORS for (the template's AllowedOrigin; locally
+        ``infra.template.LOCAL_PARAMETER_VALUES`` unless ``parameter_overrides`` names another)."""
+        return self.template.parameters["AllowedOrigin"]
+
+    @property
+    def _usage_plan(self) -> UsagePlanSpec | None:
+        """The template's usage plan of the API (API keys are its keys)."""
+        plans = [plan for plan in self.template.usage_plans.values() if plan.api == API_ID]
+        if len(plans) > 1:
+            raise TemplateError(f"{len(plans)} usage plans on {API_ID}: the local API Gateway emulates one")
+        return plans[0] if plans else None
 
     @property
     def table_name(self) -> str:
@@ -175,6 +220,7 @@ class LocalPlatform:
             raise
 
     def _start(self) -> None:
+        given_key = _api_key_from_environment()  # a bad one fails the start before anything runs
         if self.use_postgres:
             # PostgreSQL starts in the background (initdb and pg_ctl are other processes) while moto comes up;
             # the platform waits for it before it needs the URL (the database secret)
@@ -187,8 +233,9 @@ class LocalPlatform:
         self._start_openai()
         self._apply_environment()  # moto itself reads AWS_PROFILE & co. when it creates its backends
         self.aws.start()
-        self._apply_environment()  # now with the endpoint
-        self.aws.create_resources(self.template)
+        created = self.aws.create_resources(self.template)
+        self.usage_plan_id = created.get(self._usage_plan.logical_id) if self._usage_plan else None
+        self._apply_environment()  # now with the endpoint (and the usage plan's id)
         self._wait_for_postgres()
         self._fill_secrets()
         dispatcher = LambdaDispatcher.from_template(self.template, function_limits=self.function_limits)
@@ -213,11 +260,16 @@ class LocalPlatform:
         self.schedules = ScheduleEmulator(self.template.schedules, self._deliver_schedule,
                                           region=self.template.region, account_id=self.template.account_id)
         self.schedules.start()
-        self.api = ApiGateway(self.template.api_routes, self._invoke_api, port=self.port, cors=self.template.api_cors,
-                              stage=self.template.api_stage, api_id=self.template.ref("CallsightApi")
-                              if "CallsightApi" in self.template.resources else "local")
+        plan, plan_id = self._usage_plan, self.usage_plan_id
+        self.api = ApiGateway(
+            self.template.api_routes, self._invoke_api, port=self.port, cors=self.template.api_cors,
+            stage=self.template.api_stage, region=self.template.region, account_id=self.template.account_id,
+            api_id=self.template.ref(API_ID) if API_ID in self.template.resources else "local",
+            authorizers=self.template.api_authorizers, gateway_responses=self.template.gateway_responses,
+            usage_plan=plan, usage_plan_keys=(lambda: self.aws.usage_plan_key_values(plan_id)) if plan_id else None)
         self.api.start()
         self._register_demo_client()
+        self._issue_demo_key(given_key)
         self._write_state_file()
         log.info("local platform ready: API %s, moto %s", self.api.url, self.aws.url)
 
@@ -245,6 +297,7 @@ class LocalPlatform:
                 log.exception("stopping the platform: %s failed", getattr(step, "__name__", step))
                 errors.append(exc)
         self._started = False
+        self._api_key = None
         with _active_lock:
             if LocalPlatform.active is self:
                 LocalPlatform.active = None
@@ -285,6 +338,8 @@ class LocalPlatform:
         state = {"moto_url": self.aws.url, "region": self.template.region, "api_url": self.api_url,
                  "amocrm_url": self.amocrm_url,
                  "environment": {k: v for k, v in self.env.items() if k.startswith("CALLSIGHT_")}}
+        if self.state_file.resolve().is_relative_to(PRIVATE_STATE_DIR.resolve()):  # gitignored: the demo key too
+            state["api_key"] = self.api_key
         if not write_state(state, self.state_file):
             log.warning("%s describes another running platform: `python -m infra.admin` finds that one, not this",
                         self.state_file)
@@ -307,7 +362,10 @@ class LocalPlatform:
 
     def _start_postgres(self) -> None:
         try:
-            self.database_url = self._require(self._postgres).start()
+            postgres = self._require(self._postgres)
+            url = postgres.start()
+            password = self.database_password if postgres.embedded else None
+            self.database_url = _with_password(url, password) if password else url
         except BaseException as exc:
             self._postgres_error = exc
 
@@ -372,13 +430,13 @@ class LocalPlatform:
         if not real_key:
             from infra.stubs.openai import OpenAIStub
 
-            stub = OpenAIStub(port=0, api_key=STUB_OPENAI_KEY, latency_ms=self.openai_latency_ms,
+            stub = OpenAIStub(port=0, api_key=self.stub_openai_key, latency_ms=self.openai_latency_ms,
                               fault_rate=self.openai_fault_rate)
             stub.start()
             self.openai = stub
             base_url = f"{stub.url}/v1"
             log.info("OpenAI stub on %s", stub.url)
-        self._openai_key = real_key or STUB_OPENAI_KEY
+        self._openai_key = real_key or self.stub_openai_key
         # the template's OpenAIBaseUrl parameter is how the workers find it, as on AWS
         self.parameter_overrides["OpenAIBaseUrl"] = base_url
         self.template = Template(self.template_path, parameter_overrides=self.parameter_overrides,
@@ -416,6 +474,8 @@ class LocalPlatform:
             "POWERTOOLS_METRICS_DISABLED": "true",
             "CALLSIGHT_LOCAL_PLATFORM": "1",
         })
+        if self.usage_plan_id:  # callsight-admin create-key adds keys to it
+            env[USAGE_PLAN_ID_ENV] = self.usage_plan_id
         for name in os.environ:  # per-service endpoints would bypass moto
             if name.startswith("AWS_ENDPOINT_URL_"):
                 env[name] = None
@@ -469,6 +529,22 @@ class LocalPlatform:
                         secret_prefix=self.env["CALLSIGHT_AMOCRM_SECRET_PREFIX"])
         log.info("registered client %s (%s)", DEMO_CLIENT_ID, profile.base_url)
 
+    def _issue_demo_key(self, given: str | None) -> None:
+        """The demo key, for every clinic: in the table and, when the template has a usage plan, in API Gateway
+        (moto) as ``callsight-admin create-key`` makes keys."""
+        from callsight.dal.api_keys import ApiKeyRepository
+        from callsight.dal.table import Table
+        from callsight.logic.api_keys import ApiKeyIssuer
+
+        repo, now = ApiKeyRepository(Table(self.table_name)), datetime.now(UTC)
+        if self.usage_plan_id:
+            issuer = ApiKeyIssuer(repo, self.aws.client("apigateway"), self.usage_plan_id)
+            self._api_key, record = issuer.issue(DEMO_KEY_NAME, [ALL_CLINICS], now=now, key=given)
+        else:
+            self._api_key, record = repo.create(DEMO_KEY_NAME, [ALL_CLINICS], now=now, key=given)
+        log.info("API key %s (%s, every clinic)%s", record.key_id, DEMO_KEY_NAME,
+                 f" from {API_KEY_ENV}" if given else "")
+
     # ------------------------------------------------------------------ handler entry points
     def _invoke_api(self, function: str, event: dict[str, Any], request_id: str) -> Any:
         return self._require(self.dispatcher).call(function, event, request_id=request_id)
@@ -490,6 +566,15 @@ class LocalPlatform:
             log.error("EventBridge target %s failed: %s", function, result.payload)
 
 
+def _api_key_from_environment() -> str | None:
+    """``CALLSIGHT_API_KEY`` when set; PlatformError, naming the variable and never its value, when malformed."""
+    given = os.environ.get(API_KEY_ENV) or None
+    if given is not None and parse_api_key(given) is None:
+        raise PlatformError(f"{API_KEY_ENV} is not a Callsight API key ({KEY_FORMAT}): set a key of that form, or "
+                            "unset it for a new key at each start")
+    return given
+
+
 def _clear_layer_caches(template: Template) -> None:
     """Forget functools caches (boto3 clients bound to an old endpoint) in the layers' loaded modules."""
     roots = {str(layer) for fn in template.functions.values() for layer in fn.layer_dirs}
@@ -501,3 +586,11 @@ def _clear_layer_caches(template: Template) -> None:
             clear = getattr(value, "cache_clear", None)
             if callable(clear) and getattr(value, "__module__", None) == module.__name__:
                 clear()
+
+
+def _with_password(url: str, password: str) -> str:
+    """``url`` (``postgresql://user:@/db?host=/socket``) with ``password`` as its user's password."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    netloc = f"{quote(parts.username or 'postgres', safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,8 +1,9 @@
 """``python -m infra.serve``: run the local platform until SIGINT/SIGTERM.
 
-Prints one line containing ``ready`` and the API URL on stdout once everything is up; logs go to
-stderr. Nothing in the process can reach real AWS: botocore refuses any host that is not loopback
-and the AWS environment is dummy, for the life of the process (``infra.isolation.isolate_from_real_aws``).
+Prints one line containing ``ready``, the API URL and the demo API key (every clinic; ``CALLSIGHT_API_KEY``'s when
+set: send it in the ``x-api-key`` header) on stdout once everything is up; logs go to stderr. Nothing in the
+process can reach real AWS: botocore refuses any host that is not loopback and the AWS environment is dummy, for
+the life of the process (``infra.isolation.isolate_from_real_aws``).
 
 On SIGINT or SIGTERM the platform stops taking work (API, events, executions aborted), gives the
 running invocations ``--stop-timeout`` seconds to end, kills the containers of those still running,
@@ -73,7 +74,8 @@ def _announce(platform: LocalPlatform) -> None:
               else f"amoCRM https://{os.environ.get('CALLSIGHT_DEMO_AMOCRM_SUBDOMAIN')}.amocrm.ru")
     openai = f"OpenAI stub {platform.openai.url}" if platform.openai else "OpenAI (real, OPENAI_API_KEY)"
     print(f"Callsight local platform ready at {platform.api_url} ({amocrm}, {openai}, "
-          f"moto {platform.moto_url}, postgres {platform.database_url or 'none'})", flush=True)
+          f"moto {platform.moto_url}, API key: {platform.api_key}, postgres {platform.database_url or 'none'})",
+          flush=True)
 
 
 def run(platform: LocalPlatform, *, stop_timeout: float = DRAIN_SECONDS) -> int:

@@ -3,7 +3,10 @@
 A YAML loader for CloudFormation short tags, SAM ``Globals.Function`` merging, the intrinsic
 functions this template uses (Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::If, Fn::Select, Fn::Split,
 Fn::Equals/Not/And/Or, Condition) resolved to local names and ARNs, and the state machines'
-ASL files with their ``DefinitionSubstitutions`` applied. Anything else is an explicit error.
+ASL files with their ``DefinitionSubstitutions`` applied. The API's access control is read too: its Lambda
+REQUEST authorizers, each route's ``Auth`` (SAM's defaults applied), the ``GatewayResponses`` and the usage plan's
+throttle, for the local API Gateway (``infra.apigw``). Each function's ``Policies`` are read as IAM statements (SAM
+policy templates refused) that its containers enforce (``infra.iam``). Anything else is an explicit error.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any, cast
 
 import yaml
 
+from infra.iam import Policy, PolicyError, policy_document
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 REGION = "us-east-1"
@@ -31,6 +36,29 @@ SERVERLESS_API = "AWS::Serverless::Api"
 DYNAMODB_TABLE = "AWS::DynamoDB::Table"
 S3_BUCKET = "AWS::S3::Bucket"
 SECRET = "AWS::SecretsManager::Secret"  # noqa: S105 - a resource type
+USAGE_PLAN = "AWS::ApiGateway::UsagePlan"
+#: values the local platform gives the parameters a deploy must set (no Default in the template): the local
+#: frontend's origin is a dev server's (Vite's default port)
+LOCAL_PARAMETER_VALUES: dict[str, str] = {"AllowedOrigin": "http://localhost:5173"}
+#: API Gateway's gateway response types and the status each answers when the template does not set one
+#: (None: DEFAULT_4XX and DEFAULT_5XX keep the status of the response they stand in for)
+GATEWAY_RESPONSE_STATUS: dict[str, int | None] = {
+    "ACCESS_DENIED": 403, "API_CONFIGURATION_ERROR": 500, "AUTHORIZER_CONFIGURATION_ERROR": 500,
+    "AUTHORIZER_FAILURE": 500, "BAD_REQUEST_PARAMETERS": 400, "BAD_REQUEST_BODY": 400, "DEFAULT_4XX": None,
+    "DEFAULT_5XX": None, "EXPIRED_TOKEN": 403, "INTEGRATION_FAILURE": 504, "INTEGRATION_TIMEOUT": 504,
+    "INVALID_API_KEY": 403, "INVALID_SIGNATURE": 403, "MISSING_AUTHENTICATION_TOKEN": 403, "QUOTA_EXCEEDED": 429,
+    "REQUEST_TOO_LARGE": 413, "RESOURCE_NOT_FOUND": 404, "THROTTLED": 429, "UNAUTHORIZED": 401,
+    "UNSUPPORTED_MEDIA_TYPE": 415, "WAF_FILTERED": 403,
+}
+#: the ``$context`` variables the local gateway substitutes in a gateway response's template
+GATEWAY_CONTEXT_VARIABLES = frozenset({
+    "requestId", "extendedRequestId", "apiId", "stage", "httpMethod", "resourcePath", "path",
+    "error.message", "error.messageString", "error.responseType",
+})
+_CONTEXT_VARIABLE = re.compile(r"\$context\.([A-Za-z]+(?:\.[A-Za-z]+)*)")
+#: API Gateway's authorizer cache time when ``ReauthorizeEvery`` is not given, and its maximum
+DEFAULT_AUTHORIZER_TTL_S = 300
+MAX_AUTHORIZER_TTL_S = 3600
 
 
 class TemplateError(ValueError):
@@ -82,12 +110,49 @@ def load_yaml(text: str) -> Any:
 # ---------------------------------------------------------------------------------------- specs
 @dataclass(frozen=True)
 class ApiRoute:
-    """One ``Type: Api`` event: METHOD path -> function."""
+    """One ``Type: Api`` event: METHOD path -> function, and who may call it."""
 
     function: str
     event_name: str
     path: str
     method: str  # upper case, or ANY
+    #: the API's authorizer that runs first (its name in the Api's ``Auth.Authorizers``); None: no authorizer
+    authorizer: str | None = None
+    #: the method needs an API key of the API's usage plan (``ApiKeyRequired``)
+    api_key_required: bool = False
+
+
+@dataclass(frozen=True)
+class ApiAuthorizer:
+    """A Lambda REQUEST authorizer of the API: its function, the headers whose values are its identity (and the
+    cache key of its answer) and how long API Gateway caches an answer (``ReauthorizeEvery``, 0: never)."""
+
+    name: str
+    function: str  # logical id
+    identity_headers: tuple[str, ...]  # lower case
+    ttl_s: int
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    """One of the API's ``GatewayResponses``: API Gateway's own answer of that type."""
+
+    type: str
+    status: int | None  # None: the type's own status
+    headers: dict[str, str]  # static values, unquoted
+    templates: dict[str, str]  # content type -> body template (``$context`` variables substituted)
+
+
+@dataclass(frozen=True)
+class UsagePlanSpec:
+    """An ``AWS::ApiGateway::UsagePlan`` on an API stage: its throttle per API key (None: not throttled)."""
+
+    logical_id: str
+    name: str
+    api: str  # the Api's logical id
+    stage: str
+    rate_limit: float | None
+    burst_limit: int | None
 
 
 @dataclass(frozen=True)
@@ -127,6 +192,8 @@ class FunctionSpec:
     api_routes: tuple[ApiRoute, ...] = ()
     event_rules: tuple[EventRule, ...] = ()
     schedules: tuple[ScheduleEvent, ...] = ()
+    #: the statements of its ``Policies`` (resolved; checked to be evaluable by ``infra.iam``)
+    policy_statements: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -222,6 +289,8 @@ class Template:
                 value = overrides[name]
             elif "Default" in spec:
                 value = spec["Default"]
+            elif name in LOCAL_PARAMETER_VALUES:
+                value = LOCAL_PARAMETER_VALUES[name]
             else:
                 raise TemplateError(f"parameter {name} has no Default: pass it in parameter_overrides")
             text = _scalar_text(value)
@@ -265,7 +334,7 @@ class Template:
         props = resource.get("Properties") or {}
         explicit = {
             DYNAMODB_TABLE: "TableName", S3_BUCKET: "BucketName", SECRET: "Name",
-            SERVERLESS_FUNCTION: "FunctionName", SERVERLESS_STATE_MACHINE: "Name",
+            SERVERLESS_FUNCTION: "FunctionName", SERVERLESS_STATE_MACHINE: "Name", USAGE_PLAN: "UsagePlanName",
         }.get(str(kind))
         if explicit and props.get(explicit) is not None:
             return str(self.resolve(props[explicit]))
@@ -304,6 +373,8 @@ class Template:
             return pseudo[name]
         if name == "AWS::NoValue":
             return cast(str, NO_VALUE)  # resolve() drops it
+        if name.endswith(".Stage") and name.removesuffix(".Stage") in self.logical_ids(SERVERLESS_API):
+            return self._api_stage(name.removesuffix(".Stage"))  # SAM: !Ref MyApi.Stage is the API's stage
         if name in self.parameters:
             declared = (self.raw.get("Parameters") or {}).get(name) or {}
             if declared.get("Type") == "CommaDelimitedList":  # CloudFormation: "" is [""], as Join expects
@@ -430,9 +501,11 @@ class Template:
         for event_name, event in (props.get("Events") or {}).items():
             event_props = event.get("Properties") or {}
             if event.get("Type") == "Api":
+                authorizer, api_key_required = self._route_auth(f"{logical_id}.{event_name}", event_props)
                 routes.append(ApiRoute(function=logical_id, event_name=event_name,
                                        path=str(self.resolve(event_props["Path"])),
-                                       method=str(self.resolve(event_props["Method"])).upper()))
+                                       method=str(self.resolve(event_props["Method"])).upper(),
+                                       authorizer=authorizer, api_key_required=api_key_required))
             elif event.get("Type") in ("EventBridgeRule", "CloudWatchEvent"):
                 rules.append(EventRule(function=logical_id, event_name=event_name,
                                        pattern=self.resolve(event_props["Pattern"])))
@@ -458,7 +531,35 @@ class Template:
             api_routes=tuple(routes),
             event_rules=tuple(rules),
             schedules=tuple(schedules),
+            policy_statements=self._policy_statements(logical_id, props.get("Policies")),
         )
+
+    def _policy_statements(self, logical_id: str, policies: Any) -> tuple[dict[str, Any], ...]:
+        """A function's ``Policies`` as IAM statements: inline documents only (``- Statement: [...]``); a SAM policy
+        template or a managed policy is an error, its grants being more than the code uses or unknown here."""
+        resolved = self.resolve(policies if policies is not None else [])
+        statements: list[dict[str, Any]] = []
+        for entry in resolved if isinstance(resolved, list) else [resolved]:
+            if not isinstance(entry, dict) or "Statement" not in entry:
+                name = next(iter(entry)) if isinstance(entry, dict) and entry else entry
+                raise TemplateError(f"function {logical_id}: Policies entry {name!r} is a SAM policy template or a "
+                                    "managed policy; write explicit `- Statement:` entries (exact actions, narrowest "
+                                    "resources)")
+            given = entry["Statement"]
+            statements.extend(given if isinstance(given, list) else [given])
+        try:
+            Policy.parse(statements)
+        except PolicyError as exc:
+            raise TemplateError(f"function {logical_id}: {exc}") from None
+        return tuple(statements)
+
+    def iam_policy(self, logical_id: str) -> str:
+        """The policy document a function's container enforces (``infra.iam.POLICY_ENV``)."""
+        fn = self.function(logical_id)
+        partition_keys = {t.name: k["AttributeName"] for t in self.tables.values() for k in t.key_schema
+                          if k.get("KeyType") == "HASH"}
+        return policy_document(logical_id=logical_id, function_name=fn.name, statements=fn.policy_statements,
+                               region=self.region, account_id=self.account_id, partition_keys=partition_keys)
 
     def _layer_dirs(self, layers: list[Any]) -> Iterator[Path]:
         for layer in layers:
@@ -484,10 +585,153 @@ class Template:
     @property
     def api_stage(self) -> str:
         for lid in self.logical_ids(SERVERLESS_API):
-            stage = self.properties(lid).get("StageName")
-            if stage is not None:
-                return str(self.resolve(stage))
+            if self.properties(lid).get("StageName") is not None:
+                return self._api_stage(lid)
         return self.parameters.get("Stage", "local")
+
+    def _api_stage(self, api: str) -> str:
+        stage = self.properties(api).get("StageName")
+        if stage is None:
+            raise TemplateError(f"{api} has no StageName")
+        return str(self.resolve(stage))
+
+    # ------------------------------------------------------------------ the API's access control
+    _API_AUTH_KEYS = frozenset({"DefaultAuthorizer", "Authorizers", "ApiKeyRequired",
+                                "AddDefaultAuthorizerToCorsPreflight", "AddApiKeyRequiredToCorsPreflight"})
+    _AUTHORIZER_KEYS = frozenset({"FunctionArn", "FunctionPayloadType", "Identity", "FunctionInvokeRole"})
+
+    def _api_auth(self, rest_api_id: Any) -> tuple[str | None, dict[str, Any]]:
+        """The Api an event belongs to (None: SAM's implicit API, which has no Auth here) and its ``Auth``."""
+        if rest_api_id is None:
+            return None, {}
+        if not (isinstance(rest_api_id, dict) and set(rest_api_id) == {"Ref"}
+                and rest_api_id["Ref"] in self.logical_ids(SERVERLESS_API)):
+            raise TemplateError(f"RestApiId {rest_api_id!r}: only !Ref to an AWS::Serverless::Api is supported")
+        api = str(rest_api_id["Ref"])
+        auth = self.properties(api).get("Auth") or {}
+        if not isinstance(auth, dict):
+            raise TemplateError(f"{api}.Auth must be a mapping")
+        unsupported = sorted(set(auth) - self._API_AUTH_KEYS)
+        if unsupported:
+            raise TemplateError(f"{api}.Auth: {unsupported} not supported by the local platform")
+        return api, auth
+
+    def _route_auth(self, where: str, event_props: Mapping[str, Any]) -> tuple[str | None, bool]:
+        """SAM's rules: an event's ``Auth.Authorizer`` (``NONE``: none) else the Api's ``DefaultAuthorizer``; its
+        ``Auth.ApiKeyRequired`` else the Api's."""
+        api, api_auth = self._api_auth(event_props.get("RestApiId"))
+        own = self.resolve(event_props.get("Auth")) or {}
+        if not isinstance(own, dict) or set(own) - {"Authorizer", "ApiKeyRequired"}:
+            raise TemplateError(f"{where}: Auth {own!r} - only Authorizer and ApiKeyRequired are supported locally")
+        name = own.get("Authorizer", api_auth.get("DefaultAuthorizer"))
+        authorizer = None if name in (None, "NONE") else str(self.resolve(name))
+        if authorizer is not None and authorizer not in (api_auth.get("Authorizers") or {}):
+            raise TemplateError(f"{where}: authorizer {authorizer!r} is not one of {api}'s Auth.Authorizers "
+                                "(AWS_IAM and Cognito are not emulated)")
+        key_required = _truthy(self.resolve(own.get("ApiKeyRequired", api_auth.get("ApiKeyRequired", False))))
+        if key_required:
+            source = str(self.resolve(self.properties(str(api)).get("ApiKeySourceType", "HEADER")))
+            if source != "AUTHORIZER":
+                raise TemplateError(f"{where}: ApiKeyRequired with ApiKeySourceType {source}: only AUTHORIZER (the "
+                                    "authorizer names the usage plan's key) is emulated")
+        return authorizer, key_required
+
+    @property
+    def api_authorizers(self) -> dict[str, ApiAuthorizer]:
+        """The Lambda REQUEST authorizers of the template's APIs, by name."""
+        found: dict[str, ApiAuthorizer] = {}
+        for api in self.logical_ids(SERVERLESS_API):
+            for name, config in ((self._api_auth({"Ref": api})[1].get("Authorizers")) or {}).items():
+                if name in found:
+                    raise TemplateError(f"authorizer {name} is defined by two APIs")
+                found[name] = self._authorizer(f"{api}.Auth.Authorizers.{name}", name, config)
+        return found
+
+    def _authorizer(self, where: str, name: str, config: Any) -> ApiAuthorizer:
+        if not isinstance(config, dict) or set(config) - self._AUTHORIZER_KEYS:
+            raise TemplateError(f"{where}: only Lambda REQUEST authorizers ({sorted(self._AUTHORIZER_KEYS)}) "
+                                "are supported locally")
+        if str(self.resolve(config.get("FunctionPayloadType", "TOKEN"))) != "REQUEST":
+            raise TemplateError(f"{where}: FunctionPayloadType must be REQUEST (TOKEN is not emulated)")
+        arn = config.get("FunctionArn")
+        target = arn.get("Fn::GetAtt") if isinstance(arn, dict) and set(arn) == {"Fn::GetAtt"} else None
+        parts = target.split(".", 1) if isinstance(target, str) else target
+        if not (isinstance(parts, list) and len(parts) == 2 and parts[1] == "Arn"
+                and parts[0] in self.logical_ids(SERVERLESS_FUNCTION)):
+            raise TemplateError(f"{where}: FunctionArn must be !GetAtt <a function of this template>.Arn")
+        identity = config.get("Identity") or {}
+        if not isinstance(identity, dict) or set(identity) - {"Headers", "ReauthorizeEvery"}:
+            raise TemplateError(f"{where}: Identity supports Headers and ReauthorizeEvery only locally")
+        headers = self.resolve(identity.get("Headers") or [])
+        if not headers or not all(isinstance(h, str) and h for h in headers):
+            raise TemplateError(f"{where}: Identity.Headers must name at least one header")
+        ttl = int(self.resolve(identity.get("ReauthorizeEvery", DEFAULT_AUTHORIZER_TTL_S)))
+        if not 0 <= ttl <= MAX_AUTHORIZER_TTL_S:
+            raise TemplateError(f"{where}: ReauthorizeEvery {ttl} is not within 0..{MAX_AUTHORIZER_TTL_S}")
+        return ApiAuthorizer(name=name, function=str(parts[0]), identity_headers=tuple(h.lower() for h in headers),
+                             ttl_s=ttl)
+
+    @property
+    def gateway_responses(self) -> dict[str, GatewayResponse]:
+        """The APIs' ``GatewayResponses`` by type (static header values unquoted, templates checked)."""
+        found: dict[str, GatewayResponse] = {}
+        for api in self.logical_ids(SERVERLESS_API):
+            for kind, config in (self.resolve(self.properties(api).get("GatewayResponses")) or {}).items():
+                found[kind] = self._gateway_response(f"{api}.GatewayResponses.{kind}", str(kind), config)
+        return found
+
+    def _gateway_response(self, where: str, kind: str, config: Any) -> GatewayResponse:
+        if kind not in GATEWAY_RESPONSE_STATUS:
+            raise TemplateError(f"{where}: not an API Gateway response type")
+        if not isinstance(config, dict) or set(config) - {"StatusCode", "ResponseParameters", "ResponseTemplates"}:
+            raise TemplateError(f"{where}: only StatusCode, ResponseParameters and ResponseTemplates are supported")
+        parameters = config.get("ResponseParameters") or {}
+        if set(parameters) - {"Headers"}:
+            raise TemplateError(f"{where}: ResponseParameters other than Headers are not emulated")
+        headers: dict[str, str] = {}
+        for header, value in (parameters.get("Headers") or {}).items():
+            text = str(value)
+            if len(text) < len("''") or not (text.startswith("'") and text.endswith("'")):
+                raise TemplateError(f"{where}: header {header} must be a static 'quoted' value locally")
+            headers[str(header)] = text[1:-1]
+        templates = {str(k): str(v) for k, v in (config.get("ResponseTemplates") or {}).items()}
+        for content_type, text in templates.items():
+            unknown = sorted(set(_CONTEXT_VARIABLE.findall(text)) - GATEWAY_CONTEXT_VARIABLES)
+            if unknown:
+                raise TemplateError(f"{where}: $context variables {unknown} are not emulated")
+            if content_type == "application/json":
+                sample = render_gateway_template(text, {"error.message": "x", "error.messageString": '"x"'})
+                try:
+                    json.loads(sample)
+                except json.JSONDecodeError as exc:
+                    raise TemplateError(f"{where}: the application/json template is not JSON: {exc}") from None
+        status = config.get("StatusCode")
+        return GatewayResponse(type=kind, status=None if status is None else int(status), headers=headers,
+                               templates=templates)
+
+    @property
+    def usage_plans(self) -> dict[str, UsagePlanSpec]:
+        """The template's usage plans, each on one API stage, with its throttle."""
+        plans: dict[str, UsagePlanSpec] = {}
+        for lid in self.logical_ids(USAGE_PLAN):
+            props = self.properties(lid)
+            unsupported = sorted(set(props) - {"UsagePlanName", "Description", "ApiStages", "Throttle", "Tags"})
+            if unsupported:
+                raise TemplateError(f"usage plan {lid}: {unsupported} not emulated (a Quota, say)")
+            stages = props.get("ApiStages") or []
+            if len(stages) != 1:
+                raise TemplateError(f"usage plan {lid}: exactly one of ApiStages is supported locally")
+            api_ref = stages[0].get("ApiId")
+            if not (isinstance(api_ref, dict) and set(api_ref) == {"Ref"}
+                    and api_ref["Ref"] in self.logical_ids(SERVERLESS_API)):
+                raise TemplateError(f"usage plan {lid}: ApiId must be !Ref to an AWS::Serverless::Api")
+            throttle = self.resolve(props.get("Throttle")) or {}
+            rate, burst = throttle.get("RateLimit"), throttle.get("BurstLimit")
+            plans[lid] = UsagePlanSpec(
+                logical_id=lid, name=self.physical_name(lid), api=str(api_ref["Ref"]),
+                stage=str(self.resolve(stages[0].get("Stage"))),
+                rate_limit=None if rate is None else float(rate), burst_limit=None if burst is None else int(burst))
+        return plans
 
     @property
     def api_cors(self) -> dict[str, str] | None:
@@ -565,6 +809,12 @@ class Template:
                 union[name] = value
                 origin.setdefault(name, lid)
         return union
+
+
+def render_gateway_template(text: str, variables: Mapping[str, str]) -> str:
+    """A gateway response's template with its ``$context.<name>`` variables replaced (absent ones: empty), as API
+    Gateway substitutes them (it runs no other VTL in these templates)."""
+    return _CONTEXT_VARIABLE.sub(lambda match: variables.get(match.group(1), ""), text)
 
 
 #: ``!Ref AWS::NoValue``: the property or list item holding it is removed

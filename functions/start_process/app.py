@@ -19,8 +19,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from callsight.config import StartProcessConfig
 from callsight.dal.table import Table
-from callsight.http import as_json_request, error, rest_api, too_large
+from callsight.http import as_json_request, error, error_responses, require_key_for, rest_api, too_large
 from callsight.logic.runs import RunStarter, console_url
+from callsight.logic.start_guard import StartLimits
 from callsight.models import StartRequest, StartResponse, range_query
 from callsight.processes import PROCESSES, ProcessSpec
 
@@ -29,7 +30,8 @@ logger = Logger()
 tracer = Tracer()
 app = rest_api(CONFIG.allowed_origin)
 sfn = boto3.client("stepfunctions")
-starter = RunStarter(Table(CONFIG.table_name), sfn, lock_grace_seconds=CONFIG.lock_grace_seconds)
+starter = RunStarter(Table(CONFIG.table_name), sfn, lock_grace_seconds=CONFIG.lock_grace_seconds,
+                     limits=StartLimits(CONFIG.starts_per_hour, CONFIG.force_confirm_calls))
 
 
 def _route(spec: ProcessSpec) -> Callable[[StartRequest], Response[Any]]:
@@ -40,14 +42,30 @@ def _route(spec: ProcessSpec) -> Callable[[StartRequest], Response[Any]]:
     return start
 
 
+def _responses(spec: ProcessSpec) -> dict[int, Any]:
+    """The start route's answers for the OpenAPI description (API Gateway's own are added by infra/openapi.py)."""
+    answer = {"application/json": {"model": StartResponse}}
+    accepted = {202: {"description": "Started: poll `status_url`", "content": answer}}
+    if spec.wait_seconds <= 0:
+        return {**accepted, **error_responses(400, 401, 403, 404, 409, 413, 429, 503)}
+    ended = {200: {"description": f"The run ended within {spec.wait_seconds:g} s: its summary", "content": answer}}
+    return {**ended, **accepted, **error_responses(400, 401, 403, 404, 409, 413, 429, 502, 503)}
+
+
 for _spec in PROCESSES.values():
-    app.post(_spec.start_path)(_route(_spec))
+    _waits = f"200 with the summary if it ends within {_spec.wait_seconds:g} s, else " if _spec.wait_seconds else ""
+    app.post(_spec.start_path, operation_id=f"start{_spec.process.value.title()}", tags=["start"],
+             summary=f"Start the {_spec.label} for a clinic and a range",
+             description=f"Answers {_waits}202 with the execution's name and its status URL.",
+             responses=_responses(_spec))(_route(_spec))
 
 
 def _start(spec: ProcessSpec, request: StartRequest) -> Response[Any]:
     process = spec.process
+    require_key_for(app, request.client_id)  # 403 for another clinic's key (before 404: no probing)
     run = starter.start(client_id=request.client_id, process=process.value, days=request.range,
-                        state_machine_arn=CONFIG.state_machine_arns[process], force=request.force)
+                        state_machine_arn=CONFIG.state_machine_arns[process], force=request.force,
+                        confirm_calls=request.confirm_calls)
     logger.info("run started", extra={"pipeline_process": process.value, "execution": run.execution_name})
     query = range_query(request.client_id, request.range)
     answer = StartResponse(

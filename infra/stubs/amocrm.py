@@ -155,6 +155,7 @@ class AmoCrmStub(StubServer):
         self._add(initial)
         self._recording_cache: OrderedDict[tuple[int, str], Recording] = OrderedDict()
         self._long_lived_token = access_token
+        self._other_long_lived_tokens: set[str] = set()
         self._client_id = oauth_client_id
         self._client_secret = oauth_client_secret
         self._refresh_tokens: set[str] = {refresh_token} if refresh_token else set()
@@ -311,6 +312,11 @@ class AmoCrmStub(StubServer):
         return int.from_bytes(digest[:8], "big") / 2**64 < self.broken_link_rate
 
     # ------------------------------------------------------------------------------------ auth
+
+    def accept_token(self, token: str) -> None:
+        """Accept ``token`` as a long-lived token too (a clinic registered with a token of its own)."""
+        with self._lock:
+            self._other_long_lived_tokens.add(token)
 
     def issue_authorization_code(self) -> str:
         """A fresh single-use code for ``grant_type=authorization_code``."""
@@ -493,6 +499,8 @@ class AmoCrmStub(StubServer):
             return _problem(401, "Authorization header with a Bearer token is required", "Unauthorized")
         with self._lock:
             if self._long_lived_token is not None and secrets.compare_digest(token, self._long_lived_token):
+                return None
+            if any(secrets.compare_digest(token, other) for other in self._other_long_lived_tokens):
                 return None
             expiry = self._access_tokens.get(token)
         if expiry is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: the package platform's fake secrets, recognisable wherever they might leak (tests/api/test_secrets.py looks)
+OPENAI_KEY = f"sk-test-SECRET-openai-{secrets.token_hex(12)}"
+DATABASE_PASSWORD = f"db-SECRET-password-{secrets.token_hex(12)}"
+
 #: a loopback port the package's platform accepts recording links from, as it would a clinic's PBX on a private
 #: network (RecordingPrivateHosts): tests serve recordings there; any other local port is refused
 PBX_PORT = _free_port()
@@ -41,9 +46,14 @@ PBX_PORT = _free_port()
 
 @pytest.fixture(scope="package")
 def platform() -> Iterator[LocalPlatform]:
-    with LocalPlatform(port=0, demo_calls=DEMO_CALLS, postgres=True,
+    with LocalPlatform(port=0, demo_calls=DEMO_CALLS, postgres=True, openai_api_key=OPENAI_KEY,
+                       database_password=DATABASE_PASSWORD,
                        parameter_overrides={"LogLevel": "WARNING",
-                                            "RecordingPrivateHosts": f"127.0.0.1:{PBX_PORT}"}) as running:
+                                            "RecordingPrivateHosts": f"127.0.0.1:{PBX_PORT}",
+                                            # a revoked key stops within seconds (test_access); the package's
+                                            # requests in quick succession are not throttled (test_gateway_auth is)
+                                            "ApiKeyCacheSeconds": 2, "ApiKeyRateLimit": 1000,
+                                            "ApiKeyBurstLimit": 2000}) as running:
         yield running
 
 
@@ -51,7 +61,7 @@ def platform() -> Iterator[LocalPlatform]:
 def api(platform: LocalPlatform) -> Iterator[httpx.Client]:
     platform.amocrm.configure(latency_ms=0, fault_rate=0, broken_link_rate=0)
     platform.openai.configure(latency_ms=0, fault_rate=0)
-    with httpx.Client(base_url=platform.api_url, timeout=60) as client:
+    with httpx.Client(base_url=platform.api_url, headers=platform.api_headers, timeout=60) as client:
         yield client
 
 

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from callsight.processes import Process
+from infra.platform import LocalPlatform
 from tests.api.conftest import SYNC, SYNC_STATUS
 
 GOOD = {"client_id": "demo", "start_date": "2026-11-01", "end_date": "2026-11-02"}
@@ -73,21 +74,22 @@ def test_a_json_body_sent_without_a_json_content_type_is_read(api: httpx.Client)
     assert answer.status_code == 404 and answer.json()["error"] == "client_not_found"
 
 
-def test_the_frontend_may_read_every_answer_cross_origin(api: httpx.Client) -> None:
-    """The template's Cors answers the preflight; each answer (errors too) carries the handler's own header."""
-    origin = {"Origin": "https://frontend.example"}
+def test_the_frontend_may_read_every_answer_cross_origin(api: httpx.Client, platform: LocalPlatform) -> None:
+    """The template's Cors answers the preflight; each answer (errors too) carries the handler's own header, naming
+    the frontend's origin (the AllowedOrigin setting; never ``*``)."""
+    origin = {"Origin": platform.allowed_origin}
     preflight = api.options(SYNC, headers={**origin, "Access-Control-Request-Method": "POST",
-                                           "Access-Control-Request-Headers": "content-type"})
+                                           "Access-Control-Request-Headers": "content-type,x-api-key"})
     assert preflight.status_code == 204
-    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight.headers["Access-Control-Allow-Origin"] == platform.allowed_origin != "*"
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
-    assert preflight.headers["Access-Control-Allow-Headers"].lower() == "content-type"
+    assert set(preflight.headers["Access-Control-Allow-Headers"].lower().split(",")) == {"content-type", "x-api-key"}
     for expected, answer in ((200, api.get(SYNC_STATUS, params=GOOD, headers=origin)),
                              (400, api.post(SYNC, json={**GOOD, "end_date": "2026-10-01"}, headers=origin)),
                              (404, api.get(SYNC_STATUS, params={**GOOD, "client_id": "no-such-clinic"},
                                            headers=origin))):
         assert answer.status_code == expected, answer.text
-        assert answer.headers.get("Access-Control-Allow-Origin") == "*", (answer.status_code, answer.headers)
+        assert answer.headers.get("Access-Control-Allow-Origin") == platform.allowed_origin, answer.headers
 
 
 @pytest.mark.parametrize("process", list(Process), ids=str)

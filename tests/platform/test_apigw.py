@@ -1,8 +1,10 @@
-"""infra.apigw: routing, the REST API (v1) proxy event, proxy answers and API Gateway's own errors."""
+"""infra.apigw: routing, the REST API (v1) proxy event, proxy answers and API Gateway's own answers (the template's
+GatewayResponses). The authorizer, API keys and throttling: test_gateway_auth.py."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import select
@@ -46,6 +48,22 @@ ROUTES = [
 
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET,POST,OPTIONS",
         "Access-Control-Allow-Headers": "content-type"}
+#: the real template's gateway responses and the origin they name (the local platform's frontend origin)
+TEMPLATE = Template()
+RESPONSES = TEMPLATE.gateway_responses
+ORIGIN = TEMPLATE.parameters["AllowedOrigin"]
+
+
+def assert_gateway_error(answer: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """API Gateway's own answer: our error JSON (each error naming a field and a problem) with the CORS header."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
+    body = answer.json()
+    assert set(body) == {"error", "message", "errors"} and body["error"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    assert body["errors"] and all(set(e) == {"field", "problem"} for e in body["errors"]), body
+    return dict(body)
 
 
 @pytest.fixture
@@ -55,7 +73,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def api(recorder: Recorder) -> Iterator[ApiGateway]:
-    gateway = ApiGateway(ROUTES, recorder, port=0, stage="test", cors=CORS)
+    gateway = ApiGateway(ROUTES, recorder, port=0, stage="test", cors=CORS, gateway_responses=RESPONSES)
     gateway.start()
     yield gateway
     gateway.stop()
@@ -126,18 +144,33 @@ def test_proxy_answer_headers_multivalue_and_base64(http: httpx.Client, recorder
     assert answer.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_unknown_path_is_404(http: httpx.Client, recorder: Recorder) -> None:
-    answer = http.get("/api/nothing")
-    assert (answer.status_code, answer.json()) == (404, {"message": "Not Found"})
+def test_unknown_path_is_the_templates_404(http: httpx.Client, recorder: Recorder) -> None:
+    """MISSING_AUTHENTICATION_TOKEN is API Gateway's answer for a route it does not have (the template: 404)."""
+    assert_gateway_error(http.get("/api/nothing"), 404, "not_found")
     assert not recorder.calls
 
 
-def test_wrong_method_is_405(http: httpx.Client, recorder: Recorder) -> None:
+def test_a_method_the_path_does_not_define_is_the_same_404_as_on_aws(http: httpx.Client, recorder: Recorder) -> None:
+    """API Gateway has no 405: a known path with another method is MISSING_AUTHENTICATION_TOKEN too."""
     answer = http.put("/api/things")
-    assert answer.status_code == 405
-    assert "message" in answer.json()
-    assert set(answer.headers["Allow"].replace(" ", "").split(",")) == {"GET", "POST", "OPTIONS"}
+    assert_gateway_error(answer, 404, "not_found")
+    assert "Allow" not in answer.headers
     assert not recorder.calls
+
+
+def test_without_gateway_responses_api_gateways_bare_defaults_answer(recorder: Recorder) -> None:
+    gateway = ApiGateway(ROUTES, recorder, port=0)
+    gateway.start()
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            answer = http.get("/api/nothing")
+            assert (answer.status_code, answer.json()) == (403, {"message": "Missing Authentication Token"})
+            assert "Access-Control-Allow-Origin" not in answer.headers
+            recorder.answer = KeyError("boom")
+            failed = http.get("/api/things")
+            assert (failed.status_code, failed.json()) == (502, {"message": "Internal server error"})
+    finally:
+        gateway.stop()
 
 
 def test_cors_preflight(http: httpx.Client, recorder: Recorder) -> None:
@@ -154,8 +187,7 @@ def test_cors_preflight(http: httpx.Client, recorder: Recorder) -> None:
 
 def test_body_over_10_mb_is_413(http: httpx.Client, recorder: Recorder) -> None:
     answer = http.post("/api/things", content=b"x" * (MAX_BODY_BYTES + 1))
-    assert answer.status_code == 413
-    assert "message" in answer.json()
+    assert assert_gateway_error(answer, 413, "body_too_large")["errors"][0]["field"] == "body"
     assert not recorder.calls
     assert http.post("/api/things", content=b"x" * 1024).status_code == 200  # the server still answers
 
@@ -165,7 +197,7 @@ def test_handler_exception_is_502_and_logged(http: httpx.Client, recorder: Recor
     recorder.answer = KeyError("secret detail")
     with caplog.at_level(logging.ERROR, logger="infra.apigw"):
         answer = http.post("/api/things")
-    assert (answer.status_code, answer.json()) == (502, {"message": "Internal server error"})
+    assert_gateway_error(answer, 502, "bad_gateway")
     assert "secret detail" not in answer.text
     assert "Traceback" in caplog.text and "secret detail" in caplog.text
 
@@ -173,8 +205,7 @@ def test_handler_exception_is_502_and_logged(http: httpx.Client, recorder: Recor
 @pytest.mark.parametrize("bad", [None, {"body": "x"}, {"statusCode": 200, "body": {"not": "a string"}}])
 def test_malformed_proxy_answer_is_502(http: httpx.Client, recorder: Recorder, bad: Any) -> None:
     recorder.answer = bad
-    answer = http.get("/api/things")
-    assert (answer.status_code, answer.json()) == (502, {"message": "Internal server error"})
+    assert_gateway_error(http.get("/api/things"), 502, "bad_gateway")
 
 
 def test_index_lists_the_routes(http: httpx.Client) -> None:
@@ -198,8 +229,10 @@ def test_stop_frees_the_port(recorder: Recorder) -> None:
 
 
 def test_every_route_of_the_real_template_is_served(recorder: Recorder) -> None:
+    """Routing alone (each route's authorizer and API key: test_gateway_auth.py and tests/api/test_access.py)."""
     template = Template()
-    gateway = ApiGateway(template.api_routes, recorder, port=0, stage=template.api_stage)
+    routes = [dataclasses.replace(route, authorizer=None, api_key_required=False) for route in template.api_routes]
+    gateway = ApiGateway(routes, recorder, port=0, stage=template.api_stage)
     gateway.start()
     try:
         with httpx.Client(base_url=gateway.url) as http:
@@ -236,11 +269,8 @@ def _raw(api: ApiGateway, request: bytes) -> tuple[int, dict[str, str], bytes]:
 @pytest.mark.parametrize("method", ["TRACE", "PROPFIND", "FOO"])
 def test_any_other_method_is_routed_like_the_rest_in_json(http: httpx.Client, recorder: Recorder,
                                                           method: str) -> None:
-    known = http.request(method, "/api/things")
-    assert (known.status_code, known.json()) == (405, {"message": "Method Not Allowed"})
-    assert set(known.headers["Allow"].replace(" ", "").split(",")) == {"GET", "POST", "OPTIONS"}
-    unknown = http.request(method, "/api/nothing")
-    assert (unknown.status_code, unknown.json()) == (404, {"message": "Not Found"})
+    assert_gateway_error(http.request(method, "/api/things"), 404, "not_found")
+    assert_gateway_error(http.request(method, "/api/nothing"), 404, "not_found")
     assert not recorder.calls
 
 
@@ -250,7 +280,10 @@ def test_a_content_length_that_is_no_size_is_400_at_once(api: ApiGateway, record
     status, headers, body = _raw(api, b"POST /api/things HTTP/1.1\r\nHost: x\r\nContent-Length: " + length
                                  + b"\r\n\r\n{}")
     assert status == 400 and headers["content-type"] == "application/json"
-    assert "Content-Length" in json.loads(body)["message"]
+    assert headers["access-control-allow-origin"] == ORIGIN
+    answer = json.loads(body)
+    assert answer["error"] == "invalid_request" and "Content-Length" in answer["message"]
+    assert answer["errors"] == [{"field": "body", "problem": answer["message"]}]
     assert not recorder.calls
 
 
@@ -262,7 +295,9 @@ def test_a_content_length_that_is_no_size_is_400_at_once(api: ApiGateway, record
 def test_the_servers_own_errors_are_json(api: ApiGateway, request_bytes: bytes, status: int) -> None:
     answer_status, headers, body = _raw(api, request_bytes)
     assert answer_status == status and headers["content-type"] == "application/json"
-    assert json.loads(body)["message"]
+    assert headers["access-control-allow-origin"] == ORIGIN
+    answer = json.loads(body)
+    assert answer["error"] == ("gateway_error" if status >= 500 else "bad_request") and answer["message"]
 
 
 def test_a_burst_of_connections_is_queued_not_dropped(recorder: Recorder) -> None:

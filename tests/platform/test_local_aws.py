@@ -26,6 +26,8 @@ import httpx
 import psutil
 import pytest
 
+from callsight.access import new_api_key, parse_api_key
+from callsight.processes import Process
 from infra.aws import LocalAws, item_operation_json
 from infra.events import ExecutionEventWatcher, execution_status_event, matches
 from infra.lambdas import (
@@ -670,11 +672,12 @@ class TestLocalPlatform:
             index = httpx.get(platform.api_url + "/").json()
             assert {(r["method"], r["path"]) for r in index["routes"]} == {
                 (r.method, r.path) for r in platform.template.api_routes}
-            answer = httpx.request(route.method, platform.api_url + route.path)
+            answer = httpx.request(route.method, platform.api_url + route.path, headers=platform.api_headers)
             assert (answer.status_code, answer.text) == (200, f"1:{route.function}")
             assert 0 < int(answer.headers["x-remaining-ms"]) <= 7000  # the overridden Timeout
-            failed = httpx.request(route.method, platform.api_url + route.path + "?fail=1")
-            assert (failed.status_code, failed.json()) == (502, {"message": "Internal server error"})
+            failed = httpx.request(route.method, platform.api_url + route.path + "?fail=1",
+                                   headers=platform.api_headers)
+            assert (failed.status_code, failed.json()["error"]) == (502, "bad_gateway")  # the template's response
             assert platform.dispatcher is not None
             reports = platform.dispatcher.reports(route.function)
             assert [r.outcome for r in reports] == ["success", "error"] and reports[-1].error_type == "RuntimeError"
@@ -743,13 +746,22 @@ def _start_serve(extra: list[str], env: dict[str, str], log: Path) -> tuple[subp
 @pytest.mark.platform
 def test_serve_prints_ready_and_exits_cleanly_on_signals(tmp_path: Path) -> None:
     env = {**REAL_AMOCRM, "PYTHONUNBUFFERED": "1"}
-    with_pg, ready_pg = _start_serve([], env, tmp_path / "with-pg.log")
-    without_pg, ready = _start_serve(["--no-postgres"], env, tmp_path / "without-pg.log")
+    given_key = new_api_key()
+    with_pg, ready_pg = _start_serve([], {**env, "CALLSIGHT_API_KEY": ""}, tmp_path / "with-pg.log")
+    without_pg, ready = _start_serve(["--no-postgres"], {**env, "CALLSIGHT_API_KEY": given_key},
+                                     tmp_path / "without-pg.log")
     try:
         for line, log in ((ready_pg, "with-pg.log"), (ready, "without-pg.log")):
             assert "ready" in line, (line, (tmp_path / log).read_text())
         url = ready.split("ready at ")[1].split()[0]
         assert httpx.get(url + "/").status_code == 200
+        # the demo key: CALLSIGHT_API_KEY's when set (and it opens the API), else a new one
+        assert f"API key: {given_key}," in ready
+        made_key = ready_pg.split("API key: ")[1].split(",")[0]
+        assert parse_api_key(made_key) is not None and made_key != given_key
+        status = httpx.get(url + Process.SYNC.spec.status_path, headers={"x-api-key": given_key},
+                           params={"client_id": "demo", "start_date": "2026-11-01", "end_date": "2026-11-07"})
+        assert status.status_code == 200, status.text
         pg_url = ready_pg.split("postgres ")[-1].rstrip(")\n")
         assert pg_url.startswith("postgresql://")
         postgres = [p for p in psutil.process_iter(["name", "cmdline"])

@@ -67,7 +67,7 @@ def last_week() -> dict[str, str]:
 
 
 def synced(platform: LocalPlatform, client_id: str) -> dict[str, object]:
-    with httpx.Client(base_url=platform.api_url, timeout=60) as api:
+    with httpx.Client(base_url=platform.api_url, headers=platform.api_headers, timeout=60) as api:
         started = api.post(SYNC, json={"client_id": client_id, **last_week()})
         assert started.status_code in (200, 202), started.text
         return wait_finished(api, client_id, last_week(), status_path=SYNC_STATUS)
@@ -79,6 +79,7 @@ def test_the_running_platform_describes_itself(platform: LocalPlatform, state_fi
     assert state["environment"]["CALLSIGHT_TABLE_NAME"] == platform.table_name
     assert state["environment"]["CALLSIGHT_AMOCRM_SECRET_PREFIX"] == platform.env["CALLSIGHT_AMOCRM_SECRET_PREFIX"]
     assert state["amocrm_url"] == platform.amocrm.url and state["api_url"] == platform.api_url
+    assert "api_key" not in state and platform.api_key not in state_file.read_text()  # not under .local/: no key
 
 
 def test_make_admin_registers_a_clinic_on_the_running_platform(platform: LocalPlatform, state_file: Path,

@@ -26,6 +26,7 @@ import httpx
 import psutil
 import pytest
 
+from callsight.access import API_KEY_HEADER, new_api_key
 from callsight.processes import Process
 from infra.platform import LocalPlatform
 
@@ -142,9 +143,11 @@ def _wait_for(path: Path, timeout: float = 30) -> None:
 
 
 class Platform:
-    """A platform subprocess: its API URL (from the ready line), its log, the audit hook's record."""
+    """A platform subprocess: its API URL (from the ready line), the demo key it was given (``headers``), its log,
+    the audit hook's record."""
 
     def __init__(self, tmp_path: Path, target: list[str], env: dict[str, str] | None = None) -> None:
+        self.headers = {API_KEY_HEADER: new_api_key()}
         self.audit = tmp_path / "audit.log"
         self.log = tmp_path / "platform.log"
         self.marker = tmp_path / "stuck.marker"
@@ -157,7 +160,8 @@ class Platform:
                 [sys.executable, "-c", AUDITED, *target], cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
                 env={**clean, "PYTHONUNBUFFERED": "1", "CALLSIGHT_TEST_AUDIT_LOG": str(self.audit),
                      "PYTHONPATH": os.pathsep.join(filter(None, [str(hook_dir), clean.get("PYTHONPATH")])),
-                     "CALLSIGHT_TEST_STUCK_MARKER": str(self.marker), **(env or {})})
+                     "CALLSIGHT_TEST_STUCK_MARKER": str(self.marker), "CALLSIGHT_API_KEY": self.headers[API_KEY_HEADER],
+                     **(env or {})})
         self.url = self._ready_url(timeout=120)
 
     def _ready_url(self, timeout: float) -> str:
@@ -216,9 +220,9 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _post_quietly(url: str, body: dict[str, str]) -> None:
+def _post_quietly(url: str, body: dict[str, str], headers: dict[str, str]) -> None:
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(url, json=body, timeout=60)
+        httpx.post(url, json=body, headers=headers, timeout=60)
 
 
 def _last_month() -> dict[str, str]:
@@ -235,10 +239,10 @@ def test_stopping_mid_run_reaches_nothing_beyond_loopback_and_ends_in_bounded_ti
     try:
         days = _last_month()
         # the sync start waits for its run up to ~20 s: it runs beside the test (and the stop cuts it off)
-        threading.Thread(target=_post_quietly, args=(platform.url + Process.SYNC.spec.start_path, days),
-                         daemon=True).start()
+        threading.Thread(target=_post_quietly, args=(platform.url + Process.SYNC.spec.start_path, days,
+                                                     platform.headers), daemon=True).start()
         deadline = time.monotonic() + 30
-        while httpx.get(platform.url + Process.SYNC.spec.status_path, params=days,
+        while httpx.get(platform.url + Process.SYNC.spec.status_path, params=days, headers=platform.headers,
                         timeout=10).json()["overall_status"] != "processing":
             assert time.monotonic() < deadline, platform.log.read_text()
             time.sleep(0.2)
@@ -260,7 +264,8 @@ def _stuck_platform(tmp_path: Path, stop_timeout: float) -> Platform:
     script = tmp_path / "stuck_platform.py"
     script.write_text(STUCK_PLATFORM)
     platform = Platform(tmp_path, [str(script), str(code_dir), str(stop_timeout)])
-    answer = httpx.post(platform.url + Process.TRANSCRIBE.spec.start_path, json=_last_month(), timeout=30)
+    answer = httpx.post(platform.url + Process.TRANSCRIBE.spec.start_path, json=_last_month(), headers=platform.headers,
+                        timeout=30)
     assert answer.status_code == 202, answer.text
     deadline = time.monotonic() + 30
     while not platform.marker.exists():

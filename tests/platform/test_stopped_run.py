@@ -41,7 +41,7 @@ def test_a_stopped_run_changes_nothing_once_recorded_finished() -> None:
     # workers with most of their chunk still to claim, well after the run's end is recorded (~2 s)
     with LocalPlatform(port=0, postgres=False, demo_calls=120, openai_latency_ms=700, state_file=None,
                        parameter_overrides={"LogLevel": "WARNING", "CallsPerChunk": 40}) as platform, \
-            httpx.Client(base_url=platform.api_url, timeout=60) as api:
+            httpx.Client(base_url=platform.api_url, headers=platform.api_headers, timeout=60) as api:
         assert api.post(SYNC, json=days).status_code in (200, 202)
         _until(api, SYNC_STATUS, days, lambda s: s["overall_status"] != "processing")
         started = api.post(TRANSCRIBE, json=days)

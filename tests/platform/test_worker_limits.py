@@ -68,7 +68,7 @@ def platform() -> Iterator[LocalPlatform]:
 def api(platform: LocalPlatform) -> Iterator[httpx.Client]:
     platform.openai.configure(latency_ms=0, latency_ms_per_audio_minute=0, fault_rate=0, huge_answer_bytes=0,
                               huge_answer_for="")
-    with httpx.Client(base_url=platform.api_url, timeout=60) as client:
+    with httpx.Client(base_url=platform.api_url, headers=platform.api_headers, timeout=60) as client:
         yield client
     platform.openai.configure(latency_ms_per_audio_minute=0, huge_answer_bytes=0, huge_answer_for="")
 

@@ -31,8 +31,9 @@ class _Config(BaseSettings):
 
 
 class _ApiConfig(_Config):
-    #: the frontend's origin, answered in Access-Control-Allow-Origin (template parameter AllowedOrigin)
-    allowed_origin: str = Field(default="*", min_length=1)
+    #: the frontend's origin, answered in Access-Control-Allow-Origin (template parameter AllowedOrigin, required:
+    #: no origin is allowed unless it is named)
+    allowed_origin: str = Field(min_length=1)
 
 
 class StartProcessConfig(_ApiConfig):
@@ -41,6 +42,11 @@ class StartProcessConfig(_ApiConfig):
     max_body_bytes: int = 16 * 1024
     #: a lock whose execution never started (crash between lock and StartExecution) is stale after this
     lock_grace_seconds: int = 60
+    #: starts per clinic in each fixed UTC hour (template parameter StartsPerClinicPerHour; a clinic's profile may
+    #: set its own ``starts_per_hour``)
+    starts_per_hour: int = Field(default=30, ge=1)
+    #: a ``force`` start re-running more calls than this needs ``confirm_calls`` (template parameter ForceConfirmCalls)
+    force_confirm_calls: int = Field(default=500, ge=0)
 
 
     @field_validator("state_machine_arns")
@@ -58,6 +64,14 @@ class ProcessStatusConfig(_ApiConfig):
 
 class GetReportConfig(_ApiConfig):
     bucket: str = Field(min_length=1)
+
+
+class ApiDocsConfig(_ApiConfig):
+    """GET /api/openapi.json and /api/docs: only the frontend's origin (the description ships with the function)."""
+
+
+class AuthorizeRequestConfig(_Config):
+    """The API's REQUEST authorizer: the table holding the keys' hashes."""
 
 
 class BeginStepConfig(_Config):
@@ -199,7 +213,14 @@ class RefreshTokensConfig(_Config):
     token_refresh_after_days: int = Field(default=7, ge=1, le=60)
 
 
-class AdminConfig(_Config):
+class AdminKeysConfig(_Config):
+    """``callsight-admin create-key / list-keys / revoke-key``: the table, and the API Gateway usage plan a new key
+    joins (the stack's output UsagePlanId; needed by create-key only)."""
+
+    usage_plan_id: str = ""
+
+
+class AdminConfig(AdminKeysConfig):
     amocrm_secret_prefix: str = Field(min_length=1)
 
 

@@ -25,6 +25,54 @@ class ProcessAlreadyRunning(CallsightError):
         self.execution_name = execution_name
 
 
+class NotAuthenticated(CallsightError):
+    """No valid API key (HTTP 401). ``reason`` says why, for the log only (missing, malformed, unknown, wrong
+    secret, revoked): the answer never does, and neither ever quotes the key."""
+
+    def __init__(self, reason: str = "missing", *, key_id: str | None = None) -> None:
+        super().__init__(f"not authenticated: {reason}")
+        self.reason = reason
+        self.key_id = key_id
+
+
+class ClientAccessDenied(CallsightError):
+    """The request's API key may not use this clinic (HTTP 403)."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"this API key may not use clinic {client_id}")
+        self.client_id = client_id
+
+
+class ApiKeyNotFound(CallsightError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key with key_id {key_id} (callsight-admin list-keys lists them)")
+        self.key_id = key_id
+
+
+class TooManyStarts(CallsightError):
+    """The clinic started its ``limit`` runs of this hour (HTTP 429): the next start is allowed at ``retry_at``
+    (ISO UTC), ``retry_after`` seconds from now."""
+
+    def __init__(self, client_id: str, limit: int, retry_at: str, retry_after: int) -> None:
+        super().__init__(f"client '{client_id}' reached its limit of {limit} starts per hour; the next start is "
+                         f"allowed at {retry_at}")
+        self.client_id = client_id
+        self.limit = limit
+        self.retry_at = retry_at
+        self.retry_after = retry_after
+
+
+class ConfirmationRequired(CallsightError):
+    """A ``force`` start would re-run more calls than need no confirmation, and ``confirm_calls`` did not confirm
+    as many (HTTP 409)."""
+
+    def __init__(self, client_id: str, days: str, *, calls: int, threshold: int, confirmed: int | None) -> None:
+        super().__init__(f"force re-runs {calls} calls of {client_id} {days} (more than {threshold}): "
+                         f"send confirm_calls: {calls} to go ahead")
+        self.calls = calls
+        self.confirmed = confirmed
+
+
 class AmoCrmError(CallsightError):
     """amoCRM answered in a way we cannot use (after retries); ``status`` is its HTTP status, when one."""
 

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Annotated, Any, Final
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import ValidationError
 
-from callsight.errors import ClientNotFound, ProcessAlreadyRunning
-from callsight.models import ErrorResponse
+from callsight.access import (
+    API_KEY_HEADER,
+    CLIENT_DENIED_PROBLEM,
+    NOT_AUTHENTICATED_MESSAGE,
+    NOT_AUTHENTICATED_PROBLEM,
+    require_client_access,
+)
+from callsight.errors import (
+    ClientAccessDenied,
+    ClientNotFound,
+    ConfirmationRequired,
+    NotAuthenticated,
+    ProcessAlreadyRunning,
+    TooManyStarts,
+)
+from callsight.models import DATE_ALIASES, ErrorResponse, RangeRequest, ReportFormat, ReportQuery
 
 logger = Logger(child=True)
 
@@ -21,9 +37,18 @@ logger = Logger(child=True)
 JSON_TOO_DEEP = "json_too_deep"
 
 
-def error(status: int, code: str, message: str, errors: list[dict[str, str]] | None = None) -> Response[Any]:
+def error(status: int, code: str, message: str, errors: list[dict[str, str]] | None = None, *,
+          headers: dict[str, str] | None = None) -> Response[Any]:
     body = ErrorResponse(error=code, message=message, errors=errors or [])
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body.model_dump_json())
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body.model_dump_json(),
+                    headers=headers)
+
+
+def require_key_for(app: APIGatewayRestResolver, client_id: str) -> None:
+    """The request's API key (its authorizer context) must allow ``client_id``: 401 without one, 403 for another
+    clinic. The authorizer checks the key; this checks the clinic (its answer is cached per key, not per clinic)."""
+    context = (app.current_event.raw_event.get("requestContext") or {}).get("authorizer")
+    require_client_access(context, client_id)
 
 
 def too_large(limit: int) -> dict[str, Any]:
@@ -104,9 +129,31 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         return error(404, "client_not_found", f"{exc}; register it with callsight-admin register-client",
                      [{"field": "client_id", "problem": "unknown client"}])
 
+    @app.exception_handler(NotAuthenticated)
+    def _unauthenticated(exc: NotAuthenticated) -> Response[Any]:
+        return error(401, "unauthorized", NOT_AUTHENTICATED_MESSAGE,
+                     [{"field": API_KEY_HEADER, "problem": NOT_AUTHENTICATED_PROBLEM}])
+
+    @app.exception_handler(ClientAccessDenied)
+    def _forbidden(exc: ClientAccessDenied) -> Response[Any]:
+        return error(403, "forbidden", str(exc), [{"field": "client_id", "problem": CLIENT_DENIED_PROBLEM}])
+
     @app.exception_handler(ProcessAlreadyRunning)
     def _busy(exc: ProcessAlreadyRunning) -> Response[Any]:
         return error(409, "process_running", str(exc), [{"field": "client_id", "problem": f"{exc.process} is running"}])
+
+    @app.exception_handler(ConfirmationRequired)
+    def _unconfirmed(exc: ConfirmationRequired) -> Response[Any]:
+        given = "missing" if exc.confirmed is None else f"{exc.confirmed} is fewer than the {exc.calls} calls"
+        return error(409, "confirmation_required", str(exc),
+                     [{"field": "confirm_calls", "problem": f"{given}: force re-runs {exc.calls} calls"}])
+
+    @app.exception_handler(TooManyStarts)
+    def _too_many_starts(exc: TooManyStarts) -> Response[Any]:
+        return error(429, "too_many_starts", str(exc),
+                     [{"field": "client_id", "problem": f"{exc.limit} starts per hour reached; the next start is "
+                                                        f"allowed at {exc.retry_at}"}],
+                     headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(UnicodeDecodeError)
     def _not_text(exc: UnicodeDecodeError) -> Response[Any]:
@@ -129,3 +176,48 @@ def _unavailable() -> Response[Any]:
     logger.exception("unexpected error")
     return error(503, "temporarily_unavailable",
                  "the service could not handle the request right now; try again in a minute")
+
+
+# ------------------------------------------------------------------------------- the OpenAPI description
+#: every error status of the API, and when it is answered: routes list theirs (``error_responses``); infra/openapi.py
+#: adds API Gateway's own (401, 403, 429, 500, 502, 504) to every route the authorizer guards
+ERROR_STATUSES: Final[dict[int, str]] = {
+    400: "Bad input (`invalid_request`): `errors` names each field and its problem.",
+    401: "No API key in the `x-api-key` header, or an unknown or revoked one (`unauthorized`).",
+    403: "The API key may not use this clinic (`forbidden`).",
+    404: "Unknown clinic (`client_not_found`), or no report for the range yet (`report_not_found`).",
+    409: "Another process of the clinic is running (`process_running`, the message names it), or `force` re-runs more "
+         "calls than the confirmation threshold without `confirm_calls` (`confirmation_required`).",
+    413: "The request body is over the size the message names (`body_too_large`).",
+    429: "Too many requests for this API key (API Gateway's usage plan), or too many starts of the clinic this hour "
+         "(`too_many_starts`, with `Retry-After`).",
+    500: "API Gateway: the authorizer failed.",
+    502: "The sync's run failed before the answer (`run_failed`), or API Gateway got no valid answer from the "
+         "function.",
+    503: "A fault of ours (`temporarily_unavailable`): try again in a minute.",
+    504: "API Gateway: the function did not answer within its 29 s.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, OpenAPIResponse]:
+    """A route's ``responses=`` entries for its error statuses, each with ERROR_STATUSES' text and ErrorResponse."""
+    return {status: {"description": ERROR_STATUSES[status], "content": {"application/json": {"model": ErrorResponse}}}
+            for status in statuses}
+
+
+def _query(model: type[RangeRequest], name: str, note: str = "") -> Query:
+    """A query parameter documented as ``model`` validates it (pattern, format); the handler validates the query
+    with ``model`` itself, so what it accepts is the model's rule, not this declaration's."""
+    schema = dict(model.model_json_schema()["properties"][name])
+    description = f"{schema.pop('description', '')}{note}"
+    return Query(description=description, json_schema_extra={k: v for k, v in schema.items() if k != "title"})
+
+
+_START, _END = DATE_ALIASES["start_date"], DATE_ALIASES["end_date"]
+#: the query of the status and report routes, as RangeRequest / ReportQuery read it (either spelling of a date)
+ClientIdQuery = Annotated[str, _query(RangeRequest, "client_id")]
+StartDateQuery = Annotated[str | None, _query(RangeRequest, "start_date", f" Required, or `{_START}`.")]
+EndDateQuery = Annotated[str | None, _query(RangeRequest, "end_date", f" Required, or `{_END}`.")]
+StartDateAliasQuery = Annotated[str | None, _query(RangeRequest, _START)]
+EndDateAliasQuery = Annotated[str | None, _query(RangeRequest, _END)]
+FormatQuery = Annotated[ReportFormat, _query(ReportQuery, "format")]

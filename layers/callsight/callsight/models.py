@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,21 +33,41 @@ def range_query(client_id: str, days: DateRange) -> str:
     return urlencode({"client_id": client_id, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()})
 
 
+#: each date's second spelling, accepted as well (the frontend guide sends ``start_date_str`` to some routes)
+DATE_ALIASES: Final = {"start_date": "start_date_str", "end_date": "end_date_str"}
+
+
+def _document_date_aliases(schema: dict[str, Any]) -> None:
+    """The JSON schema (the OpenAPI description) says what validation accepts: each date in either spelling."""
+    properties, required = schema.get("properties", {}), schema.get("required", [])
+    either = []
+    for name, alias in DATE_ALIASES.items():
+        if name in properties:
+            properties[alias] = {**properties[name], "title": alias.replace("_", " ").title(),
+                                 "description": f"The same as `{name}` (used when `{name}` is absent)."}
+        if name in required:
+            required.remove(name)
+            either.append({"anyOf": [{"required": [name]}, {"required": [alias]}]})
+    if either:
+        schema["allOf"] = either
+
+
 class RangeRequest(BaseModel):
     """``client_id`` and a date range; dates spelled ``start_date`` or ``start_date_str`` (both accepted)."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True,
+                              json_schema_extra=_document_date_aliases)
 
     client_id: str = Field(
         min_length=1, max_length=64, pattern=CLIENT_ID_PATTERN,
         description="The clinic's id, as registered with `callsight-admin register-client`.",
     )
     start_date: date = Field(
-        validation_alias=AliasChoices("start_date", "start_date_str"),
+        validation_alias=AliasChoices("start_date", DATE_ALIASES["start_date"]),
         description="First day of the range (YYYY-MM-DD), in the clinic's time zone.",
     )
     end_date: date = Field(
-        validation_alias=AliasChoices("end_date", "end_date_str"),
+        validation_alias=AliasChoices("end_date", DATE_ALIASES["end_date"]),
         description="Last day of the range (YYYY-MM-DD), inclusive.",
     )
 
@@ -68,6 +88,11 @@ class RangeRequest(BaseModel):
 
 class StartRequest(RangeRequest):
     force: bool = Field(default=False, description="Redo calls that already succeeded.")
+    confirm_calls: int | None = Field(
+        default=None, ge=0,
+        description="With `force` over more than ForceConfirmCalls calls: the number of calls it re-runs (the 409 "
+                    "`confirmation_required` answer names it), to confirm the spend.",
+    )
 
 
 class RunTask(StartRequest):
@@ -124,8 +149,12 @@ class BeginStepTask(StartRequest):
     state_machine_arn: str = Field(min_length=1)
 
 
+#: the report's formats: JSON (the default) or Markdown with Russian headings
+ReportFormat = Literal["json", "md"]
+
+
 class ReportQuery(RangeRequest):
-    format: Literal["json", "md"] = Field(default="json", description="json (default) or md (Markdown, Russian)")
+    format: ReportFormat = Field(default="json", description="json (default) or md (Markdown, Russian)")
 
 
 class StatusBreakdown(BaseModel):
@@ -226,7 +255,14 @@ class StartResponse(BaseModel):
     console_url: str | None = None
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="what was wrong: a body field, a query parameter, `body` or the `x-api-key` header")
+    problem: str
+
+
 class ErrorResponse(BaseModel):
-    error: str
-    message: str
-    errors: list[dict[str, str]] = Field(default_factory=list)
+    """Every error answer, the handlers' and API Gateway's own (401, 403, 429, 504...)."""
+
+    error: str = Field(description="a stable code: invalid_request, unauthorized, forbidden, client_not_found, ...")
+    message: str = Field(description="what happened and what to do, for a person")
+    errors: list[FieldProblem] = Field(default_factory=list, description="each field's problem (a form shows them)")

@@ -61,6 +61,9 @@ PIPELINE_STEPS: tuple[Process, ...] = (Process.SYNC, Process.TRANSCRIBE, Process
 
 #: GET: the range's recommendations report (JSON, or Markdown with format=md)
 REPORT_PATH = "/api/recommendations/report"
+#: GET, no API key: the API's OpenAPI description (functions/api_docs/openapi.json, `make openapi`) and Swagger UI
+OPENAPI_PATH = "/api/openapi.json"
+DOCS_PATH = "/api/docs"
 
 
 class CallStatus(StrEnum):

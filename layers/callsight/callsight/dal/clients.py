@@ -41,6 +41,8 @@ class ClientProfile(BaseModel):
     #: per-clinic transcription settings (``model``, ``language``, ``prompt``, ``keywords``: the clinic's vocabulary)
     transcription: dict[str, Any] = Field(default_factory=dict)
     min_recording_seconds: int | None = Field(default=None, ge=0)
+    #: this clinic's own limit of starts per hour (None: StartsPerClinicPerHour; callsight.logic.start_guard)
+    starts_per_hour: int | None = Field(default=None, ge=1)
 
     @field_validator("timezone")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from callsight.dal.table import ConditionFailed, Table, client_pk, run_pk
@@ -80,14 +81,23 @@ class ClientLock:
         self.table = table
 
     def try_acquire(self, client_id: str, *, process: str, execution_name: str, execution_arn: str,
-                    days: DateRange) -> dict[str, Any] | None:
-        """Take the lock; if another holds it, return the holder's item (and take nothing)."""
+                    days: DateRange, together: Sequence[dict[str, Any]] = ()) -> dict[str, Any] | None:
+        """Take the lock; if another holds it, return the holder's item (and take nothing).
+
+        ``together``: more actions of the same transaction (the start's count); if the lock is free but one of
+        their conditions is false, ConditionFailed and nothing is taken."""
         item = {"pk": client_pk(client_id), "sk": "LOCK", "process": process, "execution_name": execution_name,
                 "execution_arn": execution_arn, "start_date": days.start.isoformat(),
                 "end_date": days.end.isoformat(), "acquired_at": utc_now_iso()}
         try:
-            self.table.put(item, condition="attribute_not_exists(pk)")
-        except ConditionFailed:
+            if together:
+                self.table.transact([{"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+                                     *together])
+            else:
+                self.table.put(item, condition="attribute_not_exists(pk)")
+        except ConditionFailed as failed:
+            if together and 0 not in failed.actions:
+                raise
             holder = self.table.get(client_pk(client_id), "LOCK")
             return holder or {"process": "unknown", "execution_name": "unknown"}
         return None

@@ -6,6 +6,7 @@ Item kinds (pk / sk):
 - run of a process    ``RUN#<client>#<process>``       / ``<start>#<end>``
 - call                ``CALLS#<client>``               / ``<local day>#<call id>``
 - status counters     ``COUNTS#<client>#<process>``    / ``<local day>``
+- starts in an hour   ``CLIENT#<client>``              / ``STARTS#<UTC hour>`` (callsight.dal.starts)
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def counts_pk(client_id: str, process: str) -> str:
 
 
 class ConditionFailed(Exception):
-    """A conditional write (or one action of a transaction) found the item in another state."""
+    """A conditional write (or one action of a transaction) found the item in another state; ``actions``: in a
+    transaction, the positions of the actions whose condition was false."""
+
+    def __init__(self, message: str, actions: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.actions = actions
 
 
 def plain(value: Any) -> Any:
@@ -159,9 +165,11 @@ class Table:
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "TransactionCanceledException":
                     raise
-                reasons = {r.get("Code") for r in exc.response.get("CancellationReasons") or []}
+                listed = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                reasons = set(listed)
                 if "ConditionalCheckFailed" in reasons:
-                    raise ConditionFailed(str(exc)) from exc
+                    failed = frozenset(i for i, code in enumerate(listed) if code == "ConditionalCheckFailed")
+                    raise ConditionFailed(str(exc), failed) from exc
                 if not reasons & _TRANSIENT_CANCELLATIONS or attempt == TRANSACT_ATTEMPTS - 1:
                     raise  # never taken for "the condition is false": the caller would skip the call silently
             time.sleep(random.uniform(0, min(1.0, 0.025 * 2 ** attempt)))

@@ -21,11 +21,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from callsight.dal.calls import CallKey, CallRepository, CounterRepository, status_attr
-from callsight.dal.clients import ClientRepository
+from callsight.dal.clients import ClientProfile, ClientRepository
 from callsight.dal.runs import RUNNING, ClientLock, RunRepository
-from callsight.dal.table import Table
+from callsight.dal.table import ConditionFailed, Table
 from callsight.dates import DateRange
 from callsight.errors import ProcessAlreadyRunning
+from callsight.logic.start_guard import StartGuard, StartLimits
 from callsight.models import PostgresSyncStatus, StatusBreakdown, StatusResponse, SyncNotes, range_query
 from callsight.processes import REPORT_PATH, CallStatus, Process
 
@@ -59,26 +60,34 @@ class StartedRun:
 
 
 class RunStarter:
+    """``limits``: the clinic-level guard on starts (``callsight.logic.start_guard``; the start handler always passes
+    the stack's); None starts without it."""
+
     def __init__(self, table: Table, sfn: Any, *, lock_grace_seconds: int = 60,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), limits: StartLimits | None = None) -> None:
         self.clients = ClientRepository(table)
         self.lock = ClientLock(table)
         self.runs = RunRepository(table)
         self.sfn = sfn
         self.grace = lock_grace_seconds
         self.clock = clock
+        self.guard = StartGuard(table, limits) if limits is not None else None
 
     def start(self, *, client_id: str, process: str, days: DateRange, state_machine_arn: str,
-              force: bool = False) -> StartedRun:
-        self.clients.get(client_id)  # ClientNotFound -> 404
+              force: bool = False, confirm_calls: int | None = None) -> StartedRun:
+        profile = self.clients.get(client_id)  # ClientNotFound -> 404
+        if force and self.guard is not None:
+            self.guard.confirm_force(client_id, process, days, confirm_calls=confirm_calls)  # 409, nothing taken
         now = self.clock()
         name = execution_name(client_id, process, days, now)
         arn = execution_arn(state_machine_arn, name)
-        holder = self.lock.try_acquire(client_id, process=process, execution_name=name, execution_arn=arn, days=days)
+        counted = [self.guard.count_action(profile, now)] if self.guard is not None else []
+        holder = self._acquire(profile, now, process=process, execution_name=name, execution_arn=arn, days=days,
+                               together=counted)
         if holder is not None and self._is_stale(holder, now):
             self.lock.release(client_id, str(holder["execution_name"]))
-            holder = self.lock.try_acquire(client_id, process=process, execution_name=name, execution_arn=arn,
-                                           days=days)
+            holder = self._acquire(profile, now, process=process, execution_name=name, execution_arn=arn, days=days,
+                                   together=counted)
         if holder is not None:
             raise ProcessAlreadyRunning(client_id, str(holder.get("process")), str(holder.get("execution_name")),
                                         str(holder.get("start_date")), str(holder.get("end_date")))
@@ -92,8 +101,22 @@ class RunStarter:
             self.runs.finished(client_id, process, days, execution_name=name, status="FAILED",
                                error=f"the run could not start: {type(exc).__name__}")
             self.lock.release(client_id, name)
+            if self.guard is not None:
+                self.guard.give_back(client_id, now)
             raise
         return StartedRun(name, arn)
+
+    def _acquire(self, profile: ClientProfile, now: datetime, *, process: str, execution_name: str,
+                 execution_arn: str, days: DateRange, together: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The clinic's lock and this start's count in one transaction: the holder if the clinic is busy (nothing
+        taken), TooManyStarts if it is free but at its limit of starts this hour (nothing taken either)."""
+        try:
+            return self.lock.try_acquire(profile.client_id, process=process, execution_name=execution_name,
+                                         execution_arn=execution_arn, days=days, together=together)
+        except ConditionFailed:
+            if self.guard is None:
+                raise
+            raise self.guard.refused(profile, now) from None
 
     def wait_for_end(self, arn: str, seconds: float, *, poll: float = 0.5) -> dict[str, Any] | None:
         """The execution's description once it ended, or None if it still runs after ``seconds``."""
