@@ -7,7 +7,8 @@ first, as API Gateway does: a missing identity header is ``UNAUTHORIZED`` withou
 authorizer function gets the REQUEST authorizer event, its answer is cached by the identity headers' values for
 its ``ReauthorizeEvery`` seconds (a cached policy is evaluated against each request's method ARN), ``raise
 Exception("Unauthorized")`` is ``UNAUTHORIZED``, a Deny or a policy not covering the method is ``ACCESS_DENIED``,
-anything else ``AUTHORIZER_FAILURE``; an Allow puts its ``context`` and ``principalId`` into
+anything else (another error, a malformed answer, no answer in time) ``AUTHORIZER_CONFIGURATION_ERROR`` (AWS's 500
+``AuthorizerConfigurationException``); an Allow puts its ``context`` and ``principalId`` into
 ``requestContext.authorizer``. A route needing an API key (``ApiKeyRequired``, ApiKeySourceType AUTHORIZER) then
 needs the authorizer's ``usageIdentifierKey`` to be an enabled API key of the usage plan (``INVALID_API_KEY``),
 throttled per key by the plan's rate and burst (a token bucket: ``THROTTLED``). The integration is cut after 29 s
@@ -301,8 +302,6 @@ class ApiGateway:
         self._authorizer_cache: dict[tuple[str, tuple[str, ...]], tuple[AuthorizerAnswer, float]] = {}
         self._plan_keys: tuple[frozenset[str], float] | None = None
         self._buckets: dict[str, TokenBucket] = {}
-        #: how many times each authorizer function was invoked (cache misses), for tests and the log
-        self.authorizer_calls: dict[str, int] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -384,8 +383,6 @@ class ApiGateway:
             cached = self._authorizer_cache.get(cache_key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        with self._lock:
-            self.authorizer_calls[authorizer.name] = self.authorizer_calls.get(authorizer.name, 0) + 1
         request = {"type": "REQUEST", "methodArn": self.method_arn(event["httpMethod"], event["path"]),
                    **{k: event[k] for k in ("resource", "path", "httpMethod", "headers", "multiValueHeaders",
                                             "queryStringParameters", "multiValueQueryStringParameters",
@@ -397,10 +394,10 @@ class ApiGateway:
             if exc.payload.get("errorMessage") == "Unauthorized":
                 raise GatewayAnswer("UNAUTHORIZED") from None
             log.error("authorizer %s (%s) failed: %s", authorizer.name, authorizer.function, exc)
-            raise GatewayAnswer("AUTHORIZER_FAILURE") from None
+            raise GatewayAnswer("AUTHORIZER_CONFIGURATION_ERROR") from None
         except (MalformedAuthorizerAnswer, IntegrationTimeout) as exc:
             log.error("authorizer %s (%s): %s", authorizer.name, authorizer.function, exc)
-            raise GatewayAnswer("AUTHORIZER_FAILURE") from None
+            raise GatewayAnswer("AUTHORIZER_CONFIGURATION_ERROR") from None
         except Exception as exc:  # the function could not be invoked at all
             log.error("authorizer %s (%s) could not be invoked: %s", authorizer.name, authorizer.function,
                       "".join(traceback.format_exception(exc)).rstrip())

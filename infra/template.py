@@ -742,11 +742,25 @@ class Template:
                 continue
             if not isinstance(cors, dict):
                 cors = {"AllowOrigin": cors}
+            self._check_open_preflight(lid)
             headers = {"AllowOrigin": "Access-Control-Allow-Origin", "AllowMethods": "Access-Control-Allow-Methods",
                        "AllowHeaders": "Access-Control-Allow-Headers", "MaxAge": "Access-Control-Max-Age",
                        "AllowCredentials": "Access-Control-Allow-Credentials"}
             return {headers[key]: str(value).strip("'") for key, value in cors.items() if key in headers}
         return None
+
+    def _check_open_preflight(self, api: str) -> None:
+        """The local gateway answers the CORS preflight without authorization; SAM puts the default authorizer and
+        the API key requirement on it unless told not to (both defaults True), and a browser's preflight carries no
+        key, so such a template would fail on AWS where it works locally: an error here."""
+        auth = self._api_auth({"Ref": api})[1]
+        given = {"DefaultAuthorizer": auth.get("DefaultAuthorizer") not in (None, "NONE"),
+                 "ApiKeyRequired": _truthy(self.resolve(auth.get("ApiKeyRequired", False)))}
+        for needs, flag in (("DefaultAuthorizer", "AddDefaultAuthorizerToCorsPreflight"),
+                            ("ApiKeyRequired", "AddApiKeyRequiredToCorsPreflight")):
+            if given[needs] and _truthy(self.resolve(auth.get(flag, True))):
+                raise TemplateError(f"{api}.Auth: with Cors and {needs}, set {flag}: false (SAM's default true puts "
+                                    "it on the preflight, which carries no key; the local gateway answers it open)")
 
     @property
     def tables(self) -> dict[str, TableSpec]:

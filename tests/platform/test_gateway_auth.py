@@ -22,7 +22,7 @@ from callsight.models import ErrorResponse
 from callsight.processes import DOCS_PATH, OPENAPI_PATH
 from infra.apigw import ApiGateway
 from infra.lambdas import FunctionError, FunctionNotFound
-from infra.template import ApiAuthorizer, ApiRoute, Template, TemplateError, UsagePlanSpec
+from infra.template import ApiAuthorizer, ApiRoute, GatewayResponse, Template, TemplateError, UsagePlanSpec
 from tests.clock import FakeClock
 
 TEMPLATE = Template()
@@ -246,6 +246,28 @@ def test_an_authorizer_that_cannot_be_invoked_is_a_configuration_error(http: htt
     assert_gateway_error(http.get("/api/things", headers={"x-api-key": "k1"}), 500, "authorizer_failed")
 
 
+def test_authorizer_failures_are_aws_authorizer_configuration_error(functions: Functions, clock: FakeClock,
+                                                                    plan: Plan) -> None:
+    """AWS answers an authorizer's error (other than Unauthorized), a malformed answer or none in time with a 500 of
+    type AUTHORIZER_CONFIGURATION_ERROR (``AuthorizerConfigurationException``), not AUTHORIZER_FAILURE."""
+    by_type = {"DEFAULT_5XX": GatewayResponse("DEFAULT_5XX", None, {}, {
+        "application/json": '{"type": "$context.error.responseType"}'})}
+    gateway = ApiGateway(ROUTES, functions, port=0, stage="test", api_id="api1",
+                         authorizers={"Keys": AUTHORIZER}, gateway_responses=by_type, usage_plan=WIDE_PLAN,
+                         usage_plan_keys=plan, clock=clock)
+    functions.answers.update({"crash": FunctionError({"errorType": "KeyError", "errorMessage": "'table'"}),
+                              "malformed": {**allow("k1"), "context": {"nested": {"a": 1}}},
+                              "uninvokable": FunctionNotFound("AuthFn")})
+    gateway.start()
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=10) as http:
+            for key in ("crash", "malformed", "uninvokable"):
+                answer = http.get("/api/things", headers={"x-api-key": key})
+                assert (answer.status_code, answer.json()) == (500, {"type": "AUTHORIZER_CONFIGURATION_ERROR"}), key
+    finally:
+        gateway.stop()
+
+
 def test_a_route_without_auth_needs_no_key_and_calls_no_authorizer(http: httpx.Client, functions: Functions) -> None:
     answer = http.get("/api/docs")
     assert answer.status_code == 200 and answer.json() is None
@@ -379,9 +401,11 @@ Resources:
     Properties:
       StageName: dev
       ApiKeySourceType: {source}
+      {api_extra}
       Auth:
         DefaultAuthorizer: Keys
         ApiKeyRequired: true
+        {auth_extra}
         Authorizers:
           Keys:
             FunctionArn: !GetAtt Auth.Arn
@@ -415,7 +439,7 @@ Resources:
 """
 GOOD = {"source": "AUTHORIZER", "payload": "REQUEST", "identity": "{Headers: [X-Api-Key], ReauthorizeEvery: 5}",
         "origin": "'https://app.example'", "body": '{"error": "unauthorized", "message": $context.error.messageString}',
-        "plan_extra": "", "open_authorizer": "NONE"}
+        "plan_extra": "", "open_authorizer": "NONE", "api_extra": "", "auth_extra": ""}
 
 
 def small_template(tmp_path: Path, **changes: str) -> Template:
@@ -449,3 +473,20 @@ def test_what_the_local_gateway_does_not_emulate_is_an_explicit_error(tmp_path: 
     template = small_template(tmp_path, **changes)
     with pytest.raises(TemplateError, match=problem):
         _ = (template.api_routes, template.api_authorizers, template.gateway_responses, template.usage_plans)
+
+
+@pytest.mark.parametrize(("auth_extra", "problem"), [
+    ("", "AddDefaultAuthorizerToCorsPreflight"),
+    ("AddDefaultAuthorizerToCorsPreflight: false", "AddApiKeyRequiredToCorsPreflight"),
+    ("AddApiKeyRequiredToCorsPreflight: false", "AddDefaultAuthorizerToCorsPreflight"),
+])
+def test_a_preflight_that_aws_would_authorize_is_an_explicit_error(tmp_path: Path, auth_extra: str,
+                                                                   problem: str) -> None:
+    """SAM's defaults (true) put the authorizer and the API key on the CORS preflight, which the local gateway answers
+    open: such a template would work here and fail in a browser on AWS."""
+    cors = "Cors: \"'https://app.example'\""
+    with pytest.raises(TemplateError, match=problem):
+        _ = small_template(tmp_path, api_extra=cors, auth_extra=auth_extra).api_cors
+    both = "AddDefaultAuthorizerToCorsPreflight: false\n        AddApiKeyRequiredToCorsPreflight: false"
+    assert small_template(tmp_path, api_extra=cors, auth_extra=both).api_cors == {
+        "Access-Control-Allow-Origin": "https://app.example"}
