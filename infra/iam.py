@@ -9,7 +9,9 @@ threads: all clients come from ``botocore.session.Session.create_client``) check
 mapped to the IAM action(s) and resource ARN(s) AWS authorises (``requests_for``: a TransactWriteItems is one
 PutItem/UpdateItem/DeleteItem/ConditionCheckItem per item, a HeadObject is s3:GetObject, an upload part is
 s3:PutObject, ...) and a call some statement does not allow raises botocore's ``ClientError`` with AWS's
-``AccessDenied`` code and message, naming the role, the action and the resource.
+``AccessDenied`` code and message, naming the role, the action and the resource. As S3 does, a GetObject or
+HeadObject of a missing object answers 404 only when the policy also allows ``s3:ListBucket`` on the bucket, else
+403 (``on_answer``, botocore's ``after-call``; recorded as a refused ListBucket).
 
 Statements are evaluated as IAM does for an identity policy: an explicit Deny wins, else some Allow must match
 the action (case-insensitive) and the resource, ``*`` and ``?`` as wildcards, and every condition. Conditions:
@@ -255,6 +257,10 @@ _S3_OBJECT_ACTIONS = {
     "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "ListParts": "s3:ListMultipartUploadParts", "DeleteObject": "s3:DeleteObject",
 }
+#: S3's answer for a missing object to a caller without ``s3:ListBucket`` on the bucket (GetObject, HeadObject)
+_S3_MISSING_OBJECT = {"GetObject": {"Code": "AccessDenied", "Message": "Access Denied"},
+                      "HeadObject": {"Code": "403", "Message": "Forbidden"}}
+_BUCKET_CONTEXT = "callsight_local_iam_bucket"
 _S3_BUCKET_ACTIONS = {"ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket", "HeadBucket": "s3:ListBucket",
                       "ListObjectVersions": "s3:ListBucketVersions",
                       "ListMultipartUploads": "s3:ListBucketMultipartUploads"}
@@ -289,9 +295,9 @@ def _secretsmanager(account: Account, operation: str, params: Mapping[str, Any])
 
 
 def _states(account: Account, operation: str, params: Mapping[str, Any]) -> list[Request]:
-    action = "states:StartExecution" if operation == "StartSyncExecution" else f"states:{operation}"
+    # each operation is its own action (StartSyncExecution is states:StartSyncExecution, not StartExecution)
     resource = params.get("executionArn", params.get("stateMachineArn", "*"))
-    return [Request(action, str(resource))]
+    return [Request(f"states:{operation}", str(resource))]
 
 
 def _lambda(account: Account, operation: str, params: Mapping[str, Any]) -> list[Request]:
@@ -372,9 +378,28 @@ class Enforcer:
             with self._usage_path.open("a", encoding="utf-8") as file:
                 file.writelines(entry + "\n" for entry in new)
 
-    def on_call(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+    def on_call(self, params: Mapping[str, Any], model: Any, context: Any = None, **_: Any) -> None:
         """botocore's ``before-parameter-build`` handler."""
         self.check(model.service_model.signing_name, model.name, params)
+        if model.service_model.signing_name == "s3" and model.name in _S3_MISSING_OBJECT and isinstance(context, dict):
+            context[_BUCKET_CONTEXT] = params.get("Bucket")
+
+    def on_answer(self, http_response: Any, parsed: Any, model: Any, context: Any = None, **_: Any) -> None:
+        """botocore's ``after-call`` handler: S3 says an object is missing (404) only to a caller that may list the
+        bucket (``s3:ListBucket`` on it); to any other it answers 403 as if the read were denied, as here."""
+        answer = _S3_MISSING_OBJECT.get(model.name)
+        if answer is None or getattr(http_response, "status_code", None) != 404 or not isinstance(parsed, dict):
+            return
+        bucket = context.get(_BUCKET_CONTEXT) if isinstance(context, dict) else None
+        listing = Request("s3:ListBucket", f"arn:aws:s3:::{bucket}")
+        if self.policy.allows(listing):
+            self._record([listing])
+            return
+        self._record([listing], refused=True)
+        print(f"local IAM: {self.logical_id} read a missing object of {bucket} without s3:ListBucket on the bucket: "
+              f"S3 answers 403, not 404", file=sys.stderr, flush=True)
+        parsed["Error"] = dict(answer)
+        parsed.setdefault("ResponseMetadata", {})["HTTPStatusCode"] = 403
 
 
 def install(enforcer: Enforcer) -> None:
@@ -388,6 +413,7 @@ def install(enforcer: Enforcer) -> None:
         client = original(self, *args, **kwargs)
         # last: after boto3's own handlers (the DynamoDB resource's value serialisation) have run
         client.meta.events.register_last("before-parameter-build", enforcer.on_call)
+        client.meta.events.register_last("after-call.s3", enforcer.on_answer)
         return client
 
     create_client._callsight_enforcer = enforcer  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -66,6 +67,10 @@ ERROR_PATHS: dict[tuple[str, str], str] = {
     ("DownloadRecordingsFunction", "dynamodb:GetItem"): "logic/steps.py ChunkWorker: a claim refused",
     # a dead chunk's call that changed since the chunk's batch read (or is not stored) is read again
     ("FailChunkFunction", "dynamodb:GetItem"): "logic/steps.py end_unfinished: a transition refused",
+    # a theme chunk whose worker died left no themes: S3 says 404 (not 403) only to a role that may list the bucket
+    ("BuildReportFunction", "s3:ListBucket"): "logic/recommendations.py build_range_report: a chunk's themes missing",
+    # ... and a range whose report is not built, or a transcript no longer stored, is synced without it
+    ("SyncPostgresFunction", "s3:ListBucket"): "logic/bi_sync.py sync_range_to_postgres: a report or transcript gone",
 }
 
 
@@ -179,6 +184,16 @@ def test_s3_operations_map_to_the_actions_iam_checks() -> None:
     assert not listing.allows(Request("s3:ListBucket", "arn:aws:s3:::b"))  # no prefix: the whole bucket
 
 
+def test_each_step_functions_operation_is_its_own_action() -> None:
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
+    execution = "arn:aws:states:us-east-1:123456789012:execution:m:run-1"
+    assert [(r.action, r.resource) for op, params in (
+        ("StartExecution", {"stateMachineArn": machine}), ("StartSyncExecution", {"stateMachineArn": machine}),
+        ("DescribeExecution", {"executionArn": execution})) for r in requests_for("states", op, params, ACCOUNT)] == [
+        ("states:StartExecution", machine), ("states:StartSyncExecution", machine),
+        ("states:DescribeExecution", execution)]
+
+
 def test_wildcards_case_and_an_explicit_deny() -> None:
     secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:callsight/prod/openai-api-key-??????"
     policy = Policy.parse([_allow("secretsmanager:getsecretvalue", [secret]),
@@ -273,6 +288,10 @@ def run(platform: LocalPlatform, usage_dir: Path) -> dict[str, list[Request]]:
         for kind in ("json", "md"):
             assert api.get(REPORT_PATH, params={**demo, "format": kind}).status_code == 200
         assert api.get("/api/openapi.json").status_code == 200  # the docs function: no AWS access at all
+        # a range without a report: 404 needs s3:ListBucket (without it S3 answers the missing object with 403)
+        no_report = {**demo, "start_date": "2020-01-01", "end_date": "2020-01-31"}
+        missing = api.get(REPORT_PATH, params=no_report)
+        assert missing.status_code == 404 and missing.json()["error"] == "report_not_found", missing.text
 
         # a chunk whose worker dies: FailChunk fails its calls
         assert platform.dispatcher is not None
@@ -398,6 +417,38 @@ def test_a_container_refuses_a_call_outside_its_functions_policy(platform: Local
     for name, action in (("api_keys", "dynamodb:GetItem"), ("scan", "dynamodb:Scan")):
         assert answer[name][0] == "AccessDeniedException", answer
         assert f"perform: {action} on resource: {table_arn} " in answer[name][1], answer
+
+
+def test_a_missing_object_is_403_unless_the_policy_may_list_the_bucket(tmp_path: Path) -> None:
+    """S3 answers a GetObject/HeadObject of a missing key with 404 only to a caller with s3:ListBucket on the
+    bucket; to any other with 403, as if denied (the enforcer's ``after-call`` rewrites moto's 404)."""
+    def enforcer(*statements: dict[str, Any]) -> Enforcer:
+        document = policy_document(logical_id="GetReportFunction", function_name="r", region=ACCOUNT.region,
+                                   account_id=ACCOUNT.account_id, partition_keys={}, statements=list(statements))
+        return Enforcer(json.loads(document), str(tmp_path))
+
+    def answer(checker: Enforcer, operation: str, status: int = 404) -> dict[str, Any]:
+        model = SimpleNamespace(name=operation, service_model=SimpleNamespace(signing_name="s3"))
+        context: dict[str, Any] = {}
+        checker.on_call({"Bucket": "b", "Key": "reports/x.json"}, model, context=context)
+        parsed: dict[str, Any] = {"Error": {"Code": "NoSuchKey" if operation == "GetObject" else "404"},
+                                  "ResponseMetadata": {"HTTPStatusCode": status}}
+        checker.on_answer(SimpleNamespace(status_code=status), parsed, model, context=context)
+        return parsed
+
+    read = _allow("s3:GetObject", "arn:aws:s3:::b/reports/*")
+    may_list = enforcer(read, _allow("s3:ListBucket", "arn:aws:s3:::b"))
+    assert answer(may_list, "GetObject")["Error"] == {"Code": "NoSuchKey"}
+    assert answer(may_list, "HeadObject")["Error"] == {"Code": "404"}
+    assert read_usage(tmp_path)["GetReportFunction"] == [Request("s3:GetObject", "arn:aws:s3:::b/reports/x.json"),
+                                                         Request("s3:ListBucket", "arn:aws:s3:::b")]
+    read_only = enforcer(read, _allow("s3:ListBucket", "arn:aws:s3:::b", {"StringLike": {"s3:prefix": ["runs/*"]}}))
+    denied = answer(read_only, "GetObject")
+    assert denied == {"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                      "ResponseMetadata": {"HTTPStatusCode": 403}}
+    assert answer(read_only, "HeadObject")["Error"] == {"Code": "403", "Message": "Forbidden"}
+    assert answer(read_only, "GetObject", status=500)["Error"] == {"Code": "NoSuchKey"}  # only a 404 is rewritten
+    assert read_usage(tmp_path, refused=True) == {"GetReportFunction": [Request("s3:ListBucket", "arn:aws:s3:::b")]}
 
 
 def test_the_enforcer_refuses_as_aws_does_and_records_each_request_once(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ Item kinds (pk / sk):
 - call                ``CALLS#<client>``               / ``<local day>#<call id>``
 - status counters     ``COUNTS#<client>#<process>``    / ``<local day>``
 - starts in an hour   ``CLIENT#<client>``              / ``STARTS#<UTC hour>`` (callsight.dal.starts)
+- clinic registry     ``CLIENTS``                      / ``<client>`` (callsight.dal.clients)
+- API key             ``APIKEYS``                      / ``KEY#<key id>`` (callsight.dal.api_keys)
 """
 
 from __future__ import annotations
