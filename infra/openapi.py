@@ -37,6 +37,15 @@ SECURITY_SCHEME: Final = "ApiKey"
 GATEWAY_STATUSES: Final = (401, 403, 429, 500, 502, 504)
 #: ... and on a route without an authorizer (the stage's throttle, the integration's failures)
 OPEN_GATEWAY_STATUSES: Final = (429, 502, 504)
+#: the meaning of a status a route's handler never answers (ERROR_STATUSES' text also names the handlers' answers)
+GATEWAY_ONLY: Final = {
+    429: "Too many requests: API Gateway's throttle (the usage plan's, per API key).",
+    502: "API Gateway got no valid answer from the function.",
+}
+#: every 429 carries it: the handlers' too_many_starts and API Gateway's THROTTLED (template.yaml GatewayResponses)
+RETRY_AFTER: Final = {"Retry-After": {
+    "description": "Seconds to wait before trying again (`too_many_starts`: until the next start is allowed)",
+    "schema": {"type": "integer", "minimum": 1}}}
 _ERROR_REF: Final = {"$ref": "#/components/schemas/ErrorResponse"}
 #: no AWS call may happen while a handler module is imported: any would go to a closed port and fail
 _NO_AWS: Final = {
@@ -85,8 +94,10 @@ def _version() -> str:
     return str(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
-def _error_response(status: int) -> dict[str, Any]:
-    return {"description": ERROR_STATUSES[status], "content": {"application/json": {"schema": _ERROR_REF}}}
+def _gateway_response(status: int) -> dict[str, Any]:
+    """API Gateway's own answer on a route whose handler does not give that status."""
+    description = GATEWAY_ONLY.get(status, ERROR_STATUSES[status])
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
 
 
 def _merge(document: dict[str, Any], part: dict[str, Any], source: str) -> None:
@@ -164,7 +175,9 @@ def generate(template_path: Path = DEFAULT_TEMPLATE) -> dict[str, Any]:
             secured = guarded[method, path]
             operation["security"] = [{SECURITY_SCHEME: []}] if secured else []
             for status in GATEWAY_STATUSES if secured else OPEN_GATEWAY_STATUSES:
-                responses.setdefault(str(status), _error_response(status))
+                responses.setdefault(str(status), _gateway_response(status))
+            if "429" in responses:
+                responses["429"].setdefault("headers", RETRY_AFTER)
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query":
                     parameter["schema"] = _plain_query_schema(parameter["schema"])

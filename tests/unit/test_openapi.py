@@ -13,7 +13,16 @@ from openapi_spec_validator import validate
 
 from callsight.http import ERROR_STATUSES
 from callsight.processes import DOCS_PATH, OPENAPI_PATH, PIPELINE_STEPS, PROCESSES, REPORT_PATH, Process
-from infra.openapi import DESCRIPTION_FILE, GATEWAY_STATUSES, SECURITY_SCHEME, drift, generate, main, render
+from infra.openapi import (
+    DESCRIPTION_FILE,
+    GATEWAY_ONLY,
+    GATEWAY_STATUSES,
+    SECURITY_SCHEME,
+    drift,
+    generate,
+    main,
+    render,
+)
 from infra.template import Template
 from tests.conftest import clear_client_caches
 
@@ -115,7 +124,7 @@ def test_every_error_answer_is_an_error_response_with_its_documented_meaning(doc
         for status, response in operation["responses"].items():
             if int(status) >= 400:
                 assert _schema_ref(response) == "ErrorResponse", (path, status)
-                assert response["description"] == ERROR_STATUSES[int(status)]
+                assert response["description"] in (ERROR_STATUSES[int(status)], GATEWAY_ONLY.get(int(status))), path
     error = document["components"]["schemas"]["ErrorResponse"]
     assert set(error["required"]) == {"error", "message"} and "errors" in error["properties"]
     assert set(document["components"]["schemas"]["FieldProblem"]["required"]) == {"field", "problem"}
@@ -130,7 +139,8 @@ def test_the_start_operations(document: dict[str, Any], spec: Any) -> None:
     assert ("200" in responses) == (spec.wait_seconds > 0)  # only the sync waits for its run
     if spec.wait_seconds > 0:
         assert _schema_ref(responses["200"]) == "StartResponse" and "502" in responses
-    assert {"400", "404", "409", "413", "429"} <= set(responses)
+    assert {"400", "401", "403", "404", "409", "413", "429", "503", "504"} <= set(responses)
+    assert "confirmation_required" in responses["409"]["description"]
     assert _schema_ref(operation["requestBody"]) == "StartRequest"
     assert operation["operationId"] == f"start{spec.process.value.title()}"
 
@@ -166,6 +176,21 @@ def test_the_status_and_report_operations_document_their_query(document: dict[st
     else:
         assert _schema_ref(ok) in {"StatusResponse", "PipelineStatusResponse"}
     assert {"400", "401", "403", "404"} <= set(operation["responses"])
+
+
+def test_a_status_a_handler_never_gives_is_described_as_api_gateways_own(document: dict[str, Any]) -> None:
+    """A status route's 429 is only the usage plan's throttle (not too_many_starts); a docs route's 502 is only API
+    Gateway's (not the sync's run_failed); the handlers' own answers keep ERROR_STATUSES' meaning."""
+    operations = _operations(document)
+    for key in {("get", spec.status_path) for spec in PROCESSES.values()} | {("get", REPORT_PATH)} | DOCS_ROUTES:
+        assert operations[key]["responses"]["429"]["description"] == GATEWAY_ONLY[429], key
+    for key in DOCS_ROUTES | {("get", REPORT_PATH), ("post", Process.TRANSCRIBE.spec.start_path)}:
+        assert operations[key]["responses"]["502"]["description"] == GATEWAY_ONLY[502], key
+    start = operations["post", Process.TRANSCRIBE.spec.start_path]["responses"]
+    assert "too_many_starts" in start["429"]["description"]
+    for key, operation in operations.items():  # too_many_starts and API Gateway's throttle both say when to retry
+        assert operation["responses"]["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer", key
+    assert "run_failed" in operations["post", Process.SYNC.spec.start_path]["responses"]["502"]["description"]
 
 
 def test_the_docs_operations(document: dict[str, Any]) -> None:
