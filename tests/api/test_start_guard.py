@@ -35,6 +35,7 @@ def test_a_start_over_the_clinic_hourly_limit_is_429_with_retry_after(
     assert problem["field"] == "client_id" and "next start is allowed at" in problem["problem"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 3600
     assert refused.headers.get("Access-Control-Allow-Origin") == platform.allowed_origin, refused.headers
+    assert "retry-after" in refused.headers.get("Access-Control-Expose-Headers", "").lower()  # the browser reads it
     # the refused start took nothing: no run of the transcription, and the clinic is not held (429 again, no 409)
     status = api.get(TRANSCRIBE_STATUS, params=body, headers=_headers(platform)).json()
     assert status["overall_status"] == "pending" and status.get("execution_name") is None

@@ -313,6 +313,7 @@ def test_each_key_is_throttled_by_the_plans_rate_and_burst(functions: Functions,
             throttled = http.get("/api/things", headers={"x-api-key": "k1"})
             assert_gateway_error(throttled, 429, "throttled")
             assert throttled.headers["Retry-After"] == "1"
+            assert throttled.headers["Access-Control-Expose-Headers"] == "Retry-After"  # the frontend may read it
             assert http.get("/api/things", headers={"x-api-key": "k2"}).status_code == 200  # its own bucket
             clock.now += 1  # one more request a second (the rate)
             assert http.get("/api/things", headers={"x-api-key": "k1"}).status_code == 200

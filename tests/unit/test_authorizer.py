@@ -97,6 +97,10 @@ def test_the_resource_is_the_stage_of_the_method_arn(authorizer: Authorizer, tab
     assert answer["policyDocument"]["Statement"][0]["Resource"] == "arn:aws-cn:execute-api:cn-north-1:210987654321:" \
                                                                    "zz9api/local/*/*"
     assert answer["context"]["client_ids"] == "*"
+    colon = "arn:aws:execute-api:eu-central-1:123456789012:abc123/prod/GET/api/a:b/c"  # a colon in the path
+    answer = authorizer({**_event({"x-api-key": key}), "methodArn": colon})
+    assert answer["policyDocument"]["Statement"][0]["Resource"] == "arn:aws:execute-api:eu-central-1:123456789012:" \
+                                                                   "abc123/prod/*/*"
 
 
 def test_every_other_key_is_unauthorized_and_never_logged(authorizer: Authorizer, table: Table) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.event_handler import Response
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from callsight.admin import main as admin_main
 from callsight.dal.calls import CallRepository
@@ -19,9 +21,11 @@ from callsight.dal.starts import StartCounter, hour_of
 from callsight.dal.table import Table
 from callsight.dates import DateRange
 from callsight.errors import ConfirmationRequired, ProcessAlreadyRunning, TooManyStarts
+from callsight.http import rest_api
 from callsight.logic.pipeline import begin_step
 from callsight.logic.runs import RunStarter
 from callsight.logic.start_guard import StartLimits
+from callsight.models import StartRequest
 from callsight.processes import Process
 from tests.clock import FakeClock
 from tests.unit.test_runs import MACHINE, FakeStepFunctions
@@ -220,3 +224,47 @@ def test_a_start_without_force_reads_no_counters(table: Table, clinic: str, monk
     _start_and_end(starter, clinic, "transcribe")
     with pytest.raises(AssertionError, match="read the day counters"):
         starter.start(client_id=clinic, process="transcribe", days=DAYS, state_machine_arn=MACHINE, force=True)
+
+
+def test_taking_over_a_stale_lock_counts_the_start_once(table: Table, clinic: str) -> None:
+    """The first try finds the lock held (nothing counted); the try after the takeover counts the start, once."""
+    sfn = FakeStepFunctions()
+    starter = RunStarter(table, sfn, limits=LIMITS, clock=lambda: HALF_PAST)
+    counter = StartCounter(table)
+    for taken in range(1, LIMITS.starts_per_hour + 1):
+        run = starter.start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+        sfn.executions[run.execution_arn]["status"] = "ABORTED"  # it ended without releasing: a stale lock
+        assert counter.count(clinic, hour_of(HALF_PAST)) == taken
+    with pytest.raises(TooManyStarts):  # the stale lock is no way around the limit
+        starter.start(client_id=clinic, process="sync", days=DAYS, state_machine_arn=MACHINE)
+    assert counter.count(clinic, hour_of(HALF_PAST)) == LIMITS.starts_per_hour
+    assert len(sfn.executions) == LIMITS.starts_per_hour
+
+
+@pytest.mark.parametrize("given", [True, False, "5", "true"])
+def test_confirm_calls_is_a_number_not_true_or_a_string(given: Any) -> None:
+    base = {"client_id": "clinic", "start_date": "2026-11-01", "end_date": "2026-11-30", "force": True}
+    with pytest.raises(ValidationError) as refused:
+        StartRequest.model_validate({**base, "confirm_calls": given})
+    assert [e["loc"] for e in refused.value.errors()] == [("confirm_calls",)]
+    assert StartRequest.model_validate({**base, "confirm_calls": 5}).confirm_calls == 5
+
+
+def test_the_frontend_can_read_retry_after() -> None:
+    """Retry-After is not a CORS-safelisted header: a browser script reads it only if the answer exposes it."""
+    app = rest_api("https://front.example")
+
+    @app.get("/api/refused")
+    def refused() -> Response[Any]:
+        raise TooManyStarts("clinic", 3, "2026-11-28T13:00:00Z", 1800)
+
+    event = {"resource": "/api/refused", "path": "/api/refused", "httpMethod": "GET",
+             "headers": {"Origin": "https://front.example"}, "multiValueHeaders": {"Origin": ["https://front.example"]},
+             "queryStringParameters": None, "requestContext": {"stage": "prod", "httpMethod": "GET"},
+             "body": None, "isBase64Encoded": False}
+    answer = app.resolve(event, None)
+    headers = {k.lower(): v for k, v in (answer.get("multiValueHeaders") or {}).items()}
+    assert answer["statusCode"] == 429 and headers["retry-after"] == ["1800"]
+    assert headers["access-control-allow-origin"] == ["https://front.example"]
+    exposed = {name.strip().lower() for value in headers["access-control-expose-headers"] for name in value.split(",")}
+    assert "retry-after" in exposed

@@ -110,8 +110,9 @@ def _field_errors(raw: Any) -> list[dict[str, str]]:
 def rest_api(allowed_origin: str) -> APIGatewayRestResolver:
     """An API handler's resolver: validated requests, every answer with the frontend's CORS headers
     (the browser reads nothing without them), and the error answers below."""
-    app = APIGatewayRestResolver(enable_validation=True, cors=CORSConfig(allow_origin=allowed_origin, max_age=600),
-                                 json_body_deserializer=parse_json_body)
+    # Retry-After is not a CORS-safelisted header: without exposing it the frontend's script cannot read it
+    cors = CORSConfig(allow_origin=allowed_origin, expose_headers=["Retry-After"], max_age=600)
+    app = APIGatewayRestResolver(enable_validation=True, cors=cors, json_body_deserializer=parse_json_body)
     install_error_handlers(app)
     return app
 

@@ -94,6 +94,14 @@ class StartRequest(RangeRequest):
                     "`confirmation_required` answer names it), to confirm the spend.",
     )
 
+    @field_validator("confirm_calls", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        # a count the client read off the 409: pydantic's lax int would take true as 1 and "500" as 500
+        if isinstance(value, bool | str):
+            raise ValueError("must be a number (the calls the 409 confirmation_required answer names)")
+        return value
+
 
 class RunTask(StartRequest):
     """A state machine task's event about one run: the execution's input plus the run's id (its name)."""

@@ -69,9 +69,9 @@ class AuthorizerRequest(BaseModel):
     @property
     def api_stage_resource(self) -> str:
         """Every method and path of the request's API stage: the answer is cached by the key for every route."""
-        prefix, _, path = self.method_arn.rpartition(":")
-        api_id, stage = path.split("/")[:2]
-        return f"{prefix}:{api_id}/{stage}/*/*"
+        *prefix, resource = self.method_arn.split(":", 5)  # the resource (its path) may hold a colon itself
+        api_id, stage = resource.split("/")[:2]
+        return f"{':'.join(prefix)}:{api_id}/{stage}/*/*"
 
 
 def authorizer_answer(scope: KeyScope, request: AuthorizerRequest) -> dict[str, Any]:
