@@ -265,6 +265,16 @@ def test_a_clinics_model_and_vocabulary_override_the_functions(table: Table, buc
     assert fields["prompt"] == ["брекеты, элайнеры"] and fields["language"] == ["kk"]
 
 
+def test_the_stored_transcript_names_the_clinics_model_and_language(table: Table, bucket: str,
+                                                                    openai_stub: RecordingStub, tmp_path: Path,
+                                                                    workdir: Path) -> None:
+    key, call = _store_call(table, bucket, pcm_wav(tmp_path / "call.wav", 3.0))
+    result = _transcriber(table, bucket, openai_stub, workdir, {"model": "whisper-1", "language": "kk"}).transcribe(
+        key, call)
+    transcript = ObjectStore(bucket).get_json(result["transcript_key"])
+    assert (transcript["model"], transcript["language"]) == ("whisper-1", "kk")
+
+
 def test_the_diarize_model_gets_no_prompt_and_a_chunking_strategy() -> None:
     model = transcription_model("gpt-4o-transcribe-diarize", default_max_seconds=600)
     parameters = request_parameters(model, model_name=model.name, language="ru", prompt="клиника",

@@ -59,5 +59,10 @@ def local_iso(unix_seconds: int, tz: str) -> str:
     return datetime.fromtimestamp(unix_seconds, ZoneInfo(tz)).isoformat()
 
 
+def utc_iso(moment: datetime) -> str:
+    """An instant as the stored ISO UTC text (``2026-11-28T12:00:00Z``)."""
+    return moment.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def utc_now_iso() -> str:
-    return datetime.now(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_iso(datetime.now(ZoneInfo("UTC")))

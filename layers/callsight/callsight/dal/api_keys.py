@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from callsight.access import ALL_CLINICS, KEY_FORMAT, KEY_ID_PATTERN, KeyScope, api_key_hash, new_api_key, parse_api_key
 from callsight.dal.table import ConditionFailed, Table
+from callsight.dates import utc_iso
 from callsight.errors import ApiKeyNotFound, CallsightError
 from callsight.models import CLIENT_ID_PATTERN
 
@@ -26,10 +27,6 @@ KEY_NAME_MAX_CHARS = 100
 
 def key_sk(key_id: str) -> str:
     return f"KEY#{key_id}"
-
-
-def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ApiKeyRecord(BaseModel):
@@ -74,7 +71,7 @@ class ApiKeyRecord(BaseModel):
         if parsed is None:
             raise ValueError(f"the API key is not in the format {KEY_FORMAT}")
         return cls(key_id=parsed[0], name=name, key_hash=api_key_hash(key), client_ids=list(client_ids),
-                   created_at=iso_utc(now))
+                   created_at=utc_iso(now))
 
     @property
     def revoked(self) -> bool:
@@ -114,7 +111,7 @@ class ApiKeyRepository:
         """Mark the key revoked (a key revoked before keeps its first revocation time); ApiKeyNotFound if unknown."""
         try:
             self.table.update(API_KEYS_PK, key_sk(key_id), "SET revoked_at = if_not_exists(revoked_at, :now)",
-                              values={":now": iso_utc(now)}, condition="attribute_exists(pk)")
+                              values={":now": utc_iso(now)}, condition="attribute_exists(pk)")
         except ConditionFailed:
             raise ApiKeyNotFound(key_id) from None
         record = self.find(key_id)
@@ -125,7 +122,7 @@ class ApiKeyRepository:
     def touch(self, key_id: str, *, now: datetime) -> bool:
         """Record the key's last use; best effort: a failure is logged and answered False, never raised."""
         try:
-            self.table.update(API_KEYS_PK, key_sk(key_id), "SET last_used_at = :now", values={":now": iso_utc(now)},
+            self.table.update(API_KEYS_PK, key_sk(key_id), "SET last_used_at = :now", values={":now": utc_iso(now)},
                               condition="attribute_exists(pk)")
         except (ConditionFailed, ClientError, BotoCoreError) as exc:
             logger.warning("could not record the API key's last use", extra={"key_id": key_id,

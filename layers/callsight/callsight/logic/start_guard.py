@@ -23,7 +23,7 @@ from callsight.dal.calls import CounterRepository
 from callsight.dal.clients import ClientProfile
 from callsight.dal.starts import HOUR, StartCounter, hour_of
 from callsight.dal.table import Table
-from callsight.dates import DateRange
+from callsight.dates import DateRange, utc_iso
 from callsight.errors import ConfirmationRequired, TooManyStarts
 from callsight.processes import Process
 
@@ -65,7 +65,7 @@ class StartGuard:
         """The answer to a start refused by ``count_action``: when the next hour, and so the next start, begins."""
         next_hour = hour_of(now) + HOUR
         wait = max(1, math.ceil((next_hour - now).total_seconds()))
-        return TooManyStarts(profile.client_id, self.hourly_limit(profile), f"{next_hour:%Y-%m-%dT%H:%M:%SZ}", wait)
+        return TooManyStarts(profile.client_id, self.hourly_limit(profile), utc_iso(next_hour), wait)
 
     def give_back(self, client_id: str, now: datetime) -> None:
         self.starts.give_back(client_id, hour_of(now))

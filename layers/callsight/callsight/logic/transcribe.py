@@ -61,6 +61,7 @@ class _Request:
     """One call's settings after the clinic's overrides: the model's name, its capabilities and the parameters."""
 
     model: str
+    language: str
     max_seconds: float | None
     parameters: dict[str, Any]
 
@@ -107,7 +108,7 @@ class Transcriber:
             for line, segment in zip(lines, timed, strict=True):
                 line.update({k: float(segment[k]) for k in ("start", "end") if isinstance(segment.get(k), int | float)})
         duration = joined.get("duration")
-        transcript = {"call_id": call["call_id"], "model": self.request.model, "language": self.settings.language,
+        transcript = {"call_id": call["call_id"], "model": self.request.model, "language": self.request.language,
                       "text": joined.get("text", ""), "segments": joined.get("segments") or [], "lines": lines,
                       "duration": duration, "parts": len(parts),
                       "part_list": [{"filename": p.filename, "offset": p.offset_seconds, "duration": p.duration_seconds}
@@ -176,11 +177,12 @@ def _request(settings: TranscriptionSettings, clinic: Mapping[str, Any]) -> _Req
     keywords = clinic.get("keywords", settings.keywords)
     if isinstance(keywords, str):
         keywords = keywords.split(",")
+    language = str(clinic.get("language") or settings.language)
     parameters = request_parameters(
-        model, model_name=name, language=str(clinic.get("language") or settings.language),
+        model, model_name=name, language=language,
         prompt=str(clinic.get("prompt") or settings.prompt),
         keywords=[str(word) for word in keywords or ()], response_format=settings.response_format)
-    return _Request(name, min(limits) if limits else None, parameters)
+    return _Request(name, language, min(limits) if limits else None, parameters)
 
 
 def _message(exc: openai.APIError) -> str:
