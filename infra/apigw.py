@@ -44,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from infra.iam import wildcard
 from infra.lambdas import FunctionError
 from infra.template import (
     ACCOUNT_ID,
@@ -140,8 +141,8 @@ class AuthorizerAnswer:
     def decision(self, method_arn: str) -> str | None:
         """None when the policy allows ``execute-api:Invoke`` on the method ARN, else API Gateway's message."""
         matching = [s for s in self.statements
-                    if any(_wildcard(a, "execute-api:Invoke", ignore_case=True) for a in s.actions)
-                    and any(_wildcard(r, method_arn) for r in s.resources)]
+                    if any(wildcard(a, ignore_case=True).match("execute-api:Invoke") for a in s.actions)
+                    and any(wildcard(r, ignore_case=False).match(method_arn) for r in s.resources)]
         if any(s.effect == "Deny" for s in matching):
             return EXPLICIT_DENY
         return None if matching else GATEWAY_MESSAGES["ACCESS_DENIED"]
@@ -188,12 +189,6 @@ def _statement(item: Any) -> _Statement:
         if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
             raise MalformedAuthorizerAnswer(f"a Statement's {name} is not a string or a list of strings")
     return _Statement(str(item["Effect"]), tuple(actions or ()), tuple(resources or ()))
-
-
-def _wildcard(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
-    """IAM's matching: ``*`` any characters (``/`` included), ``?`` one."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, text, re.IGNORECASE if ignore_case else 0) is not None
 
 
 class TokenBucket:

@@ -61,10 +61,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
 def days_back(days: int, tz: str = TZ) -> DateRange:
     """``days`` local calendar days ending today (inclusive)."""
     today = datetime.now(ZoneInfo(tz)).date()
@@ -471,10 +467,6 @@ def describe(status: dict[str, Any]) -> str:
     b = status.get("status_breakdown") or {}
     return (f"{status.get('overall_status')}: {status.get('total_calls')} calls, {b.get('success', 0)} success, "
             f"{b.get('failed', 0)} failed, {b.get('pending', 0) + b.get('processing', 0)} unfinished")
-
-
-def json_bytes(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 def mean(values: Sequence[float]) -> float:

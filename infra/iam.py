@@ -64,10 +64,10 @@ class PolicyError(ValueError):
 
 # ---------------------------------------------------------------------------------------- the policy
 @functools.cache
-def _glob(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
+def wildcard(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
     """IAM's wildcards: ``*`` any run of characters, ``?`` one character; nothing else is special."""
     body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(f"^{body}$", re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+    return re.compile(f"^{body}\\Z", re.DOTALL | (re.IGNORECASE if ignore_case else 0))
 
 
 def _strings(value: Any, what: str) -> tuple[str, ...]:
@@ -99,7 +99,7 @@ class Condition:
         if not given:
             return False  # the call does not provide the key: never allowed by a condition on it
         if self.operator == "StringLike":
-            patterns = [_glob(v, ignore_case=False) for v in self.values]
+            patterns = [wildcard(v, ignore_case=False) for v in self.values]
             matches = [any(p.match(g) for p in patterns) for g in given]
         else:
             matches = [g in self.values for g in given]
@@ -132,8 +132,8 @@ class Statement:
         return cls(effect, actions, resources, tuple(_conditions(raw.get("Condition") or {}, actions)))
 
     def matches(self, request: Request) -> bool:
-        return (any(_glob(a, ignore_case=True).match(request.action) for a in self.actions)
-                and any(_glob(r, ignore_case=False).match(request.resource) for r in self.resources)
+        return (any(wildcard(a, ignore_case=True).match(request.action) for a in self.actions)
+                and any(wildcard(r, ignore_case=False).match(request.resource) for r in self.resources)
                 and all(c.holds(request) for c in self.conditions))
 
 

@@ -13,7 +13,6 @@ pyproject.toml asks for, its extras included. From it, offline (``uv export --fr
   function's own layer.
 
     python -m infra.lock            # resolve again (reaches PyPI), then write the files
-    python -m infra.lock --check    # exit 1 naming each file that is not what the lock gives (offline)
     python -m infra.lock --lowest   # the runtime dependencies at pyproject.toml's lower bounds (`make lowest`)
 """
 
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Final
@@ -108,20 +106,12 @@ def lowest() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only check the files (offline); exit 1 if stale")
     parser.add_argument("--upgrade", action="store_true", help="newest versions pyproject.toml allows")
     parser.add_argument("--lowest", action="store_true", help="print the runtime dependencies at their lower bounds")
     args = parser.parse_args(argv)
     if args.lowest:
         print(" ".join(lowest()))
         return 0
-    if args.check:
-        problems = stale()
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        if problems:
-            print("run `make lock` and commit the files", file=sys.stderr)
-        return 1 if problems else 0
     _uv("lock", *(["--upgrade"] if args.upgrade else []))
     for path, text in expected().items():
         if path.exists() and path.read_text() == text:

@@ -847,10 +847,6 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
 
-def load_template(path: str | Path = DEFAULT_TEMPLATE, **kwargs: Any) -> Template:
-    return Template(path, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------- ASL
 _ASL_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_.:-]+)\}")
 

@@ -21,7 +21,7 @@ import pytest
 
 from infra.aws import LocalAws
 from infra.lambdas import FunctionLimits, HandlerSpec, LambdaDispatcher
-from tests.platform.test_local_aws import ACCOUNT, fn_arn, wait_for, write_handler
+from tests.platform.test_local_aws import ACCOUNT, fn_arn, wait_for, write_handlers
 
 TIMEOUT_S = 1.5
 MEMORY_MB = 256
@@ -75,10 +75,7 @@ HANDLERS = {
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("limited")
-    for name, source in HANDLERS.items():
-        write_handler(root, name, source)
-    return root
+    return write_handlers(tmp_path_factory, "limited", HANDLERS)
 
 
 def spec(root: Path, name: str, **extra: Any) -> HandlerSpec:

@@ -57,6 +57,14 @@ def write_handler(root: Path, name: str, source: str, module: str = "app") -> Pa
     return code_dir
 
 
+def write_handlers(tmp_path_factory: pytest.TempPathFactory, name: str, handlers: dict[str, str]) -> Path:
+    """A fresh directory holding one function per ``handlers`` entry (logical id -> its app.py source)."""
+    root = tmp_path_factory.mktemp(name)
+    for function, source in handlers.items():
+        write_handler(root, function, source)
+    return root
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -136,10 +144,7 @@ HANDLERS = {
 
 @pytest.fixture(scope="module")
 def handler_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("functions")
-    for name, source in HANDLERS.items():
-        write_handler(root, name, source)
-    return root
+    return write_handlers(tmp_path_factory, "functions", HANDLERS)
 
 
 def make_dispatcher(root: Path, **extra: HandlerSpec) -> LambdaDispatcher:
